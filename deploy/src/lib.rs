@@ -1,0 +1,1 @@
+//! deploy: the local cluster bring-up (`coreos-up`) and the install layout of the units and configs.

@@ -1,0 +1,1 @@
+//! The multi-host test harness: hosts in network namespaces and machines running real systemd.
