@@ -1,0 +1,5 @@
+//! The harness's self-tests: hosts talk and can be cut apart, processes are
+//! captured, killed and restarted, machines boot real systemd.
+
+mod hosts;
+mod machines;
