@@ -5,9 +5,13 @@
 //! clients re-exported here. Generated modules follow the protobuf package
 //! names (package `etcdserverpb` becomes `proto::etcdserverpb`).
 
-#![allow(clippy::all, missing_docs)]
+pub mod etcd;
 
-include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
+}
+pub use generated::*;
 
 /// Re-exported so that users of the generated types (encode/decode, servers,
 /// clients) need no protobuf dependency of their own.

@@ -1,0 +1,3 @@
+//! The shared client library against real servers.
+
+mod etcd_client;
