@@ -1,12 +1,13 @@
 //! `proto::etcd::Client` against Debian's etcd 3.4 (the reference), run
-//! inside a harness host so its fixed ports collide with nothing.
+//! inside harness hosts so its fixed ports collide with nothing.
 
 use integration::{Host, Network, Process, Spawn};
-use proto::etcd::{Client, ClientError, WatchEvent};
+use proto::etcd::{Client, ClientError, RetryPolicy, WatchEvent};
+use std::path::Path;
 use std::time::Duration;
 
-/// A reference etcd 3.4 inside `host`, answering on 127.0.0.1:2379 there.
-fn reference_etcd(host: &Host, data: &std::path::Path) -> Process {
+/// A single-member reference etcd 3.4 inside `host`, on 127.0.0.1:2379 there.
+fn reference_etcd(host: &Host, data: &Path) -> Process {
     let mut etcd = host
         .spawn(
             Spawn::new("/usr/bin/etcd")
@@ -22,8 +23,8 @@ fn reference_etcd(host: &Host, data: &std::path::Path) -> Process {
     etcd
 }
 
-/// Runs `body` on a current-thread runtime inside `host`, so the client's
-/// sockets are opened in the host's network namespace.
+/// Runs `body` on a runtime inside `host`, so the client's sockets are
+/// opened in the host's network namespace.
 fn in_host<F, Fut>(host: &Host, body: F)
 where
     F: FnOnce() -> Fut + Send,
@@ -37,6 +38,10 @@ where
             .block_on(body())
     })
     .unwrap();
+}
+
+fn key_of(event: &WatchEvent) -> String {
+    String::from_utf8_lossy(&event.kv().key).into_owned()
 }
 
 #[test]
@@ -103,30 +108,28 @@ fn kv_txn_lease_and_watch_work_against_etcd_3_4() {
         );
         assert!(!client.delete("/lock/holder").await.unwrap());
 
-        // Prefix reads are sorted and exclude the neighbours of the prefix.
+        // Snapshot then watch: sorted, neighbours of the prefix excluded,
+        // and the watch starts right after the snapshot.
         for key in ["/p/b", "/p/a", "/p0", "/o"] {
             client.put(key, key, 0).await.unwrap();
         }
-        let (kvs, read_at) = client.get_prefix("/p/").await.unwrap();
+        let (kvs, mut watch) = client.list_and_watch("/p/").await.unwrap();
         let keys: Vec<_> = kvs
             .iter()
             .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
             .collect();
         assert_eq!(keys, ["/p/a", "/p/b"]);
-
-        // A watch from the read revision sees later changes, in order.
-        let mut watch = client.watch_prefix("/p/", read_at + 1).await.unwrap();
         client.put("/p/c", "1", 0).await.unwrap();
         client.put("/elsewhere", "x", 0).await.unwrap();
         client.delete("/p/a").await.unwrap();
         match watch.next().await.unwrap() {
-            Some(WatchEvent::Put(kv)) => {
+            WatchEvent::Put(kv) => {
                 assert_eq!((kv.key, kv.value), (b"/p/c".to_vec(), b"1".to_vec()))
             }
             other => panic!("expected a put of /p/c, got {other:?}"),
         }
         match watch.next().await.unwrap() {
-            Some(WatchEvent::Delete(kv)) => assert_eq!(kv.key, b"/p/a"),
+            WatchEvent::Delete(kv) => assert_eq!(kv.key, b"/p/a"),
             other => panic!("expected a delete of /p/a, got {other:?}"),
         }
 
@@ -141,7 +144,42 @@ fn kv_txn_lease_and_watch_work_against_etcd_3_4() {
 }
 
 #[test]
-fn a_watch_from_a_compacted_revision_is_refused_with_the_compaction_point() {
+fn a_watch_resumes_across_a_server_crash_without_losing_or_repeating_events() {
+    let net = Network::new().unwrap();
+    let host = net.add_host("ref").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut etcd = reference_etcd(&host, &data.path().join("ref.etcd"));
+
+    let etcd = &mut etcd;
+    in_host(&host, || async move {
+        let client = Client::connect(&["http://127.0.0.1:2379"]).unwrap();
+        let mut watch = client.watch_prefix("/w/", 0).await.unwrap();
+        client.put("/w/1", "before", 0).await.unwrap();
+        assert_eq!(key_of(&watch.next().await.unwrap()), "/w/1");
+
+        // The server dies and comes back from its data dir; the watch's
+        // stream breaks meanwhile.
+        etcd.kill9().unwrap();
+        etcd.restart().unwrap();
+        client.put("/w/2", "after", 0).await.unwrap();
+        client.put("/w/3", "after", 0).await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(30), watch.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let third = tokio::time::timeout(Duration::from_secs(30), watch.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (key_of(&second), key_of(&third)),
+            ("/w/2".into(), "/w/3".into())
+        );
+    });
+}
+
+#[test]
+fn a_watch_from_a_compacted_revision_reports_the_compaction_point() {
     let net = Network::new().unwrap();
     let host = net.add_host("ref").unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -169,12 +207,139 @@ fn a_watch_from_a_compacted_revision_is_refused_with_the_compaction_point() {
                 .await
                 .expect_err("a watch before the compaction point"),
         };
-        match refused {
-            ClientError::WatchCancelled {
-                compact_revision, ..
-            } => assert_eq!(compact_revision, last),
-            other => panic!("expected a cancelled watch, got {other}"),
+        assert!(
+            matches!(refused, ClientError::Compacted { compact_revision } if compact_revision == last),
+            "{refused}"
+        );
+    });
+}
+
+/// Three Debian etcd members, one per host, formed statically.
+fn reference_cluster(net: &Network, data: &Path) -> (Vec<Host>, Vec<Process>) {
+    let hosts: Vec<Host> = (0..3)
+        .map(|i| net.add_host(&format!("m{i}")).unwrap())
+        .collect();
+    let initial: Vec<String> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("m{i}=http://{}:2380", h.addr()))
+        .collect();
+    let mut members = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let client_url = format!("http://{}:2379", host.addr());
+        let peer_url = format!("http://{}:2380", host.addr());
+        members.push(
+            host.spawn(
+                Spawn::new("/usr/bin/etcd")
+                    .args(["--name", &format!("m{i}"), "--data-dir"])
+                    .arg(data.join(format!("m{i}")))
+                    .args([
+                        "--listen-client-urls",
+                        &client_url,
+                        "--advertise-client-urls",
+                        &client_url,
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &peer_url,
+                        "--initial-advertise-peer-urls",
+                        &peer_url,
+                    ])
+                    .args([
+                        "--initial-cluster",
+                        &initial.join(","),
+                        "--initial-cluster-state",
+                        "new",
+                    ])
+                    .args(["--initial-cluster-token", "proto-client-test"]),
+            )
+            .unwrap(),
+        );
+    }
+    for member in &mut members {
+        member
+            .wait_for_output("ready to serve client requests", Duration::from_secs(60))
+            .unwrap();
+    }
+    (hosts, members)
+}
+
+#[test]
+fn calls_fail_over_when_the_current_member_dies() {
+    let net = Network::new().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (hosts, mut members) = reference_cluster(&net, data.path());
+    let endpoints: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{}:2379", h.addr()))
+        .collect();
+    let observer = net.add_host("client").unwrap();
+
+    let members = &mut members;
+    in_host(&observer, || async move {
+        let client = Client::connect(&endpoints).unwrap();
+        client.put("/before", "1", 0).await.unwrap();
+        assert_eq!(client.current_endpoint(), endpoints[0]);
+
+        members[0].kill9().unwrap();
+        // Reads fail over transparently.
+        assert_eq!(client.get("/before").await.unwrap().unwrap().value, b"1");
+        assert_ne!(client.current_endpoint(), endpoints[0]);
+        // A write caught in the election may come back ambiguous (etcd's
+        // "request timed out": it may have been applied), which the client
+        // must report rather than repeat; nothing else may go wrong, and
+        // writes go through once the survivors have a leader.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.put("/after", "2", 0).await {
+                Ok(_) => break,
+                Err(ClientError::Rpc(status)) if status.code() == tonic::Code::Unavailable => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "no progress: {status}"
+                    );
+                }
+                Err(other) => panic!("unexpected failure during failover: {other}"),
+            }
         }
+        assert_eq!(client.get("/after").await.unwrap().unwrap().value, b"2");
+    });
+}
+
+#[test]
+fn a_lease_keeper_outlives_its_ttl_and_reports_loss() {
+    let net = Network::new().unwrap();
+    let host = net.add_host("ref").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut etcd = reference_etcd(&host, &data.path().join("ref.etcd"));
+
+    let etcd = &mut etcd;
+    in_host(&host, || async move {
+        let retry = RetryPolicy {
+            deadline: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        };
+        let client = Client::with_retry(&["http://127.0.0.1:2379"], retry).unwrap();
+        let keeper = client.lease_keeper(Duration::from_secs(2)).await.unwrap();
+        client.put("/alive", "yes", keeper.id()).await.unwrap();
+
+        // Three TTLs later the key is still there: the keeper renewed it.
+        let until = tokio::time::Instant::now() + Duration::from_secs(6);
+        while tokio::time::Instant::now() < until {
+            assert!(
+                client.get("/alive").await.unwrap().is_some(),
+                "lease expired while kept"
+            );
+            assert!(!keeper.is_lost());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // With the server gone, the keeper says the lease is lost in time.
+        etcd.kill9().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), keeper.lost())
+            .await
+            .expect("loss not reported");
+        assert!(keeper.is_lost());
     });
 }
 
