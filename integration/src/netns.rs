@@ -73,6 +73,24 @@ impl NetNs {
         })
     }
 
+    /// Starts a thread that joins this namespace and runs `f` (e.g. a test
+    /// server answering inside a host), for as long as it likes.
+    pub fn spawn_thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<R>>> {
+        let handle = self
+            .handle
+            .try_clone()
+            .context("duplicating the netns handle")?;
+        let name = self.name.clone();
+        Ok(std::thread::spawn(move || {
+            setns(handle.as_fd(), CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering netns {name}"))?;
+            Ok(f())
+        }))
+    }
+
     /// The raw fd of the namespace, for `setns` in a child before `exec`.
     pub(crate) fn raw_fd(&self) -> i32 {
         self.handle.as_raw_fd()

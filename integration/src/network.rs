@@ -140,6 +140,15 @@ impl Host {
         self.ns.enter(f)
     }
 
+    /// Starts a thread inside this host's network namespace (see
+    /// [`NetNs::spawn_thread`]), e.g. for an in-process test server.
+    pub fn spawn_thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<R>>> {
+        self.ns.spawn_thread(f)
+    }
+
     /// Cuts the host's cable: it reaches no one and no one reaches it.
     pub fn partition(&self) -> anyhow::Result<()> {
         self.switch

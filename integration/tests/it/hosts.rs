@@ -103,3 +103,36 @@ fn a_closure_entered_into_a_host_opens_sockets_there() {
             .is_err()
     );
 }
+
+#[test]
+fn a_thread_spawned_into_a_host_serves_other_hosts() {
+    let net = Network::new().unwrap();
+    let a = net.add_host("a").unwrap();
+    let b = net.add_host("b").unwrap();
+    let addr = b.addr();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    // The thread binds b's address itself: only possible inside b.
+    let server = b
+        .spawn_thread(move || {
+            use std::io::Write;
+            let listener = std::net::TcpListener::bind((addr, 0)).unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let (mut conn, peer) = listener.accept().unwrap();
+            conn.write_all(b"hello").unwrap();
+            peer
+        })
+        .unwrap();
+    let port = port_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let received = a
+        .enter(|| {
+            use std::io::Read;
+            let mut conn = std::net::TcpStream::connect((addr, port)).unwrap();
+            let mut text = String::new();
+            conn.read_to_string(&mut text).unwrap();
+            text
+        })
+        .unwrap();
+    assert_eq!(received, "hello");
+    let peer = server.join().unwrap().unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(a.addr()));
+}
