@@ -1,3 +1,176 @@
 //! etcd: raft (openraft) over sled, serving the etcd v2 HTTP API.
 //!
-//! Not built yet: this crate is an empty library until its issue is worked on.
+//! [`run`] starts a member on already-bound client listeners and stops it when the token fires.
+//! Shutdown order: stop accepting and end watches, stop raft, flush storage.
+
+pub mod bench;
+pub mod cluster;
+pub mod config;
+pub mod ctl;
+pub mod http;
+pub mod raft;
+pub mod storage;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Settings;
+use storage::{Backend, SledBackend, StorageError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data dir is unusable.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The data dir belongs to another member or cluster.
+    #[error("{0}")]
+    Identity(String),
+    /// Raft failed to start.
+    #[error(transparent)]
+    Raft(#[from] raft::StartError),
+    /// A background task failed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    name: String,
+    member_id: u64,
+    cluster_id: u64,
+}
+
+/// Refuses a data dir written by another member or cluster; records ours on first use.
+fn check_identity<B: Backend>(b: &B, s: &Settings) -> Result<(), RunError> {
+    let mine = Identity {
+        name: s.name.clone(),
+        member_id: s.member_id,
+        cluster_id: s.cluster_id,
+    };
+    let corrupt = |why: String| StorageError::Corrupt {
+        path: s.data_dir.clone(),
+        why,
+    };
+    match b.get_meta("identity")? {
+        Some(bytes) => {
+            let stored: Identity = serde_json::from_slice(&bytes)
+                .map_err(|e| corrupt(format!("identity record: {e}")))?;
+            if stored.member_id != mine.member_id
+                || stored.cluster_id != mine.cluster_id
+                || stored.name != mine.name
+            {
+                return Err(RunError::Identity(format!(
+                    "data dir {} belongs to member {:?} ({:x}) of cluster {:x}, but this is member {:?} ({:x}) of cluster {:x}",
+                    s.data_dir.display(),
+                    stored.name,
+                    stored.member_id,
+                    stored.cluster_id,
+                    mine.name,
+                    mine.member_id,
+                    mine.cluster_id
+                )));
+            }
+        }
+        None => {
+            let bytes = serde_json::to_vec(&mine).map_err(|e| corrupt(e.to_string()))?;
+            b.put_meta("identity", &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// How often the leader checks for expired keys (etcd's SYNC tick).
+const EXPIRY_TICK: Duration = Duration::from_millis(500);
+
+/// Runs a member until `shutdown` fires.
+pub async fn run(
+    settings: Settings,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let dir = settings.data_dir.clone();
+    let backend = tokio::task::spawn_blocking(move || SledBackend::open(&dir))
+        .await
+        .map_err(|e| {
+            // sled may panic on a damaged file instead of returning an error.
+            RunError::Storage(StorageError::Corrupt {
+                path: settings.data_dir.clone(),
+                why: format!("the database failed while opening: {e}"),
+            })
+        })??;
+    check_identity(&backend, &settings)?;
+    backend.flush().await?;
+    let backend = Arc::new(backend);
+    let kv = store::Kv::new(store::Store::new(settings.history_capacity));
+    let params = raft::RaftParams {
+        id: settings.member_id,
+        peer_url: settings.peer_urls.first().cloned().unwrap_or_default(),
+        heartbeat: settings.heartbeat,
+        election: settings.election,
+        snapshot_count: settings.snapshot_count,
+    };
+    let node = raft::RaftNode::start(params, backend.clone(), kv).await?;
+    let wait = settings.election * 5;
+    node.publish(node.is_fresh(), wait)
+        .await
+        .map_err(|e| RunError::Internal(format!("publishing member attributes: {e}")))?;
+    let settings = Arc::new(settings);
+    let app = Arc::new(http::App {
+        node: node.clone(),
+        settings: settings.clone(),
+        started: store::time::now_ns(),
+        metrics: http::Metrics::default(),
+        shutdown: shutdown.clone(),
+    });
+    let tracker = TaskTracker::new();
+    for listener in listeners {
+        let router = http::router(app.clone());
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let addr = listener.local_addr().ok();
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(?addr, "client listener failed: {e}");
+            }
+        });
+    }
+    {
+        let node = node.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_TICK);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let due = node
+                    .kv()
+                    .next_expiry()
+                    .is_some_and(|t| t <= store::time::now_ns());
+                if due
+                    && node.status().is_leader
+                    && let Err(e) = node.expire_due().await
+                {
+                    tracing::warn!("expiring keys: {e}");
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracing::info!(name = %settings.name, id = %format!("{:x}", settings.member_id), "etcd member ready");
+    shutdown.cancelled().await;
+    tracker.wait().await;
+    node.shutdown().await;
+    backend.flush().await?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! captured, killed and restarted, machines boot real systemd.
 
 mod cloudinit;
+mod coreos_up;
 mod deploy;
 mod hosts;
 mod machines;

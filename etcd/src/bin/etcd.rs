@@ -1,0 +1,77 @@
+//! The etcd server binary: flags and environment, logging, listeners, then `etcd::run`.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    let flags = match etcd::config::parse(std::env::args_os()) {
+        Ok(etcd::config::Invocation::Version) => {
+            print!("{}", etcd::config::version_text());
+            return Ok(());
+        }
+        Ok(etcd::config::Invocation::Run(f)) => f,
+        Err(e) => e.exit(),
+    };
+    let level = if flags.debug == Some(true) {
+        "debug".to_string()
+    } else {
+        flags.log_level.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn,sled=warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = flags.settings().context("invalid configuration")?;
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let mut listeners = Vec::new();
+        for u in &settings.listen_client_urls {
+            let host = u
+                .host_str()
+                .unwrap_or("localhost")
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let port = u.port_or_known_default().unwrap_or(2379);
+            // A name such as localhost may resolve to both 127.0.0.1 and ::1: listen on each.
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+                .await
+                .with_context(|| format!("resolving {u}"))?
+                .collect();
+            let mut bound = 0;
+            let mut last_err = None;
+            for a in addrs {
+                match tokio::net::TcpListener::bind(a).await {
+                    Ok(l) => {
+                        listeners.push(l);
+                        bound += 1;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if bound == 0 {
+                let e = last_err.unwrap_or_else(|| std::io::Error::other("no address"));
+                return Err(anyhow::Error::new(e).context(format!("listening on {u}")));
+            }
+        }
+        let token = CancellationToken::new();
+        let t = token.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            t.cancel();
+        });
+        etcd::run(settings, listeners, token)
+            .await
+            .context("etcd failed")
+    })
+}

@@ -1,0 +1,498 @@
+//! Command-line flags and `ETCD_*` variables (Go flag syntax accepted), validated once into [`Settings`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cluster;
+
+/// The etcd release whose v2 API this server reproduces (reported by `/version` and `--version`).
+pub const ETCD_VERSION: &str = "3.4.23";
+/// The cluster version reported by `/version`.
+pub const CLUSTER_VERSION: &str = "3.4.0";
+
+/// Flags etcd has that this server does not implement yet; they are refused, never ignored.
+const UNSUPPORTED: &[&str] = &[
+    "wal-dir",
+    "discovery",
+    "discovery-fallback",
+    "discovery-proxy",
+    "discovery-srv",
+    "proxy",
+    "cert-file",
+    "key-file",
+    "client-cert-auth",
+    "trusted-ca-file",
+    "auto-tls",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-client-cert-auth",
+    "peer-trusted-ca-file",
+    "peer-auto-tls",
+    "cors",
+    "quota-backend-bytes",
+    "max-request-bytes",
+    "auth-token",
+    "enable-pprof",
+    "listen-metrics-urls",
+    "metrics",
+    "force-new-cluster",
+    "strict-reconfig-check",
+    "max-snapshots",
+    "max-wals",
+    "auto-compaction-retention",
+    "auto-compaction-mode",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "proxy-failure-wait",
+    "proxy-refresh-interval",
+    "proxy-dial-timeout",
+    "proxy-write-timeout",
+    "proxy-read-timeout",
+    "enable-grpc-gateway",
+    "initial-election-tick-advance",
+    "pre-vote",
+    "host-whitelist",
+    "cipher-suites",
+    "config-file",
+];
+
+fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean value {s:?}")),
+    }
+}
+
+/// Raw flags, named as etcd names them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcd",
+    about = "etcd v2 API server (raft over sled)",
+    args_override_self = true,
+    disable_version_flag = true
+)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: <name>.etcd).
+    #[arg(long = "data-dir", env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(
+        long = "listen-client-urls",
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// Client URLs advertised to the cluster.
+    #[arg(
+        long = "advertise-client-urls",
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(
+        long = "listen-peer-urls",
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// Peer URLs advertised to the cluster.
+    #[arg(
+        long = "initial-advertise-peer-urls",
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration (name=peerURL,...).
+    #[arg(long = "initial-cluster", env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// new or existing.
+    #[arg(
+        long = "initial-cluster-state",
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        default_value = "new"
+    )]
+    pub initial_cluster_state: String,
+    /// Initial cluster token.
+    #[arg(
+        long = "initial-cluster-token",
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Accepted for compatibility: the v2 API is always on.
+    #[arg(long = "enable-v2", env = "ETCD_ENABLE_V2", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    pub enable_v2: Option<bool>,
+    /// Heartbeat interval in ms.
+    #[arg(
+        long = "heartbeat-interval",
+        env = "ETCD_HEARTBEAT_INTERVAL",
+        default_value_t = 100
+    )]
+    pub heartbeat_interval: u64,
+    /// Election timeout in ms.
+    #[arg(
+        long = "election-timeout",
+        env = "ETCD_ELECTION_TIMEOUT",
+        default_value_t = 1000
+    )]
+    pub election_timeout: u64,
+    /// Committed entries between snapshots.
+    #[arg(
+        long = "snapshot-count",
+        env = "ETCD_SNAPSHOT_COUNT",
+        default_value_t = 100_000
+    )]
+    pub snapshot_count: u64,
+    /// Debug logging.
+    #[arg(long, env = "ETCD_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    pub debug: Option<bool>,
+    /// Log level (debug, info, warn, error).
+    #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Accepted for compatibility: logs always go to stderr in one format.
+    #[arg(long, env = "ETCD_LOGGER")]
+    pub logger: Option<String>,
+    /// Only stderr is supported.
+    #[arg(long = "log-outputs", env = "ETCD_LOG_OUTPUTS")]
+    pub log_outputs: Option<String>,
+    /// Largest accepted v2 request body in bytes (our extension; Go's form limit is 10 MiB).
+    #[arg(long = "v2-max-body-bytes", env = "ETCD_V2_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub v2_max_body_bytes: usize,
+    /// Events kept for `waitIndex` watches (our extension; etcd keeps 1000).
+    #[arg(long = "v2-history-size", env = "ETCD_V2_HISTORY_SIZE", default_value_t = crate::store::history::DEFAULT_CAPACITY)]
+    pub v2_history_size: usize,
+    /// Print the version and exit.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    pub version: Option<bool>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A bad URL.
+    #[error("invalid URL {url:?} in --{flag}: {why}")]
+    Url {
+        /// The flag.
+        flag: &'static str,
+        /// The value.
+        url: String,
+        /// The problem.
+        why: String,
+    },
+    /// A bad --initial-cluster.
+    #[error("--initial-cluster: {0}")]
+    InitialCluster(String),
+    /// Something not implemented.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Validated settings; every default is written in [`Flags`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Member name.
+    pub name: String,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Listen URLs for clients (host:port to bind).
+    pub listen_client_urls: Vec<url::Url>,
+    /// Advertised client URLs.
+    pub advertise_client_urls: Vec<String>,
+    /// Advertised peer URLs of this member.
+    pub peer_urls: Vec<String>,
+    /// The cluster token.
+    pub token: String,
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// Raft heartbeat.
+    pub heartbeat: Duration,
+    /// Raft election timeout.
+    pub election: Duration,
+    /// Entries between snapshots.
+    pub snapshot_count: u64,
+    /// Largest accepted request body (Go's form limit is 10 MiB).
+    pub max_body_bytes: usize,
+    /// Events kept for `waitIndex` watches.
+    pub history_capacity: usize,
+}
+
+/// What the command line asks for.
+pub enum Invocation {
+    /// `--version`.
+    Version,
+    /// Run the server.
+    Run(Box<Flags>),
+}
+
+/// Rewrites Go-style single-dash long flags (`-name x`, `-data-dir=x`) to clap's `--name`.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for (i, a) in args.into_iter().enumerate() {
+        let s = a.to_string_lossy().into_owned();
+        if i == 0 || rest {
+            out.push(a);
+            continue;
+        }
+        if s == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        let b = s.as_bytes();
+        if b.len() > 2 && b[0] == b'-' && b[1] != b'-' && b[1].is_ascii_alphabetic() {
+            out.push(OsString::from(format!("-{s}")));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Parses the command line (after [`normalize_args`]), refusing etcd flags this server lacks.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, clap::Error> {
+    let args = normalize_args(args);
+    for a in args.iter().skip(1) {
+        let s = a.to_string_lossy();
+        if let Some(name) = s.strip_prefix("--") {
+            let name = name.split('=').next().unwrap_or("");
+            if UNSUPPORTED.contains(&name) || name.starts_with("experimental-") {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("flag --{name} is an etcd flag this server does not support yet\n"),
+                ));
+            }
+        }
+    }
+    for name in UNSUPPORTED {
+        let var = format!("ETCD_{}", name.to_ascii_uppercase().replace('-', "_"));
+        if std::env::var_os(&var).is_some_and(|v| !v.is_empty()) {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "{var} (flag --{name}) is an etcd setting this server does not support yet\n"
+                ),
+            ));
+        }
+    }
+    let flags = Flags::try_parse_from(args)?;
+    if flags.version == Some(true) {
+        return Ok(Invocation::Version);
+    }
+    Ok(Invocation::Run(Box::new(flags)))
+}
+
+/// The lines `etcd --version` prints.
+pub fn version_text() -> String {
+    format!(
+        "etcd Version: {ETCD_VERSION}\nGit SHA: etcd-rs {}\nGo Version: none (Rust)\nGo OS/Arch: {}/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        if std::env::consts::ARCH == "x86_64" {
+            "amd64"
+        } else {
+            std::env::consts::ARCH
+        }
+    )
+}
+
+fn urls(flag: &'static str, list: &str) -> Result<Vec<url::Url>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let u = url::Url::parse(s).map_err(|e| ConfigError::Url {
+                flag,
+                url: s.into(),
+                why: e.to_string(),
+            })?;
+            if !matches!(u.scheme(), "http" | "https" | "unix" | "unixs") {
+                return Err(ConfigError::Url {
+                    flag,
+                    url: s.into(),
+                    why: "URL scheme must be http, https, unix, or unixs".into(),
+                });
+            }
+            if u.scheme() != "http" {
+                return Err(ConfigError::Unsupported(format!(
+                    "--{flag} {s}: only http URLs are supported yet"
+                )));
+            }
+            Ok(u)
+        })
+        .collect()
+}
+
+fn url_string(u: &url::Url) -> String {
+    u.as_str().trim_end_matches('/').to_string()
+}
+
+impl Flags {
+    /// Validates the flags into settings.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        if let Some(o) = &self.log_outputs
+            && o != "stderr"
+            && o != "default"
+        {
+            return Err(ConfigError::Unsupported(format!(
+                "--log-outputs {o}: only stderr is supported"
+            )));
+        }
+        let listen = urls("listen-client-urls", &self.listen_client_urls)?;
+        if listen.is_empty() {
+            return Err(ConfigError::Unsupported(
+                "--listen-client-urls is empty".into(),
+            ));
+        }
+        let advertise: Vec<String> = urls("advertise-client-urls", &self.advertise_client_urls)?
+            .iter()
+            .map(url_string)
+            .collect();
+        urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let own_peers: Vec<String> = urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?
+        .iter()
+        .map(url_string)
+        .collect();
+        let initial = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", self.name, own_peers.join(",")));
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for part in initial.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, u) = part
+                .split_once('=')
+                .ok_or_else(|| ConfigError::InitialCluster(format!("{part:?} is not name=url")))?;
+            let u = urls("initial-cluster", u)?
+                .iter()
+                .map(url_string)
+                .collect::<Vec<_>>();
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, list)) => list.extend(u),
+                None => members.push((name.to_string(), u)),
+            }
+        }
+        let Some((_, peers)) = members.iter().find(|(n, _)| *n == self.name) else {
+            return Err(ConfigError::InitialCluster(format!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                self.name
+            )));
+        };
+        if members.len() > 1 {
+            return Err(ConfigError::Unsupported(
+                "multi-member clusters are not supported yet: --initial-cluster must name only this member".into(),
+            ));
+        }
+        match self.initial_cluster_state.as_str() {
+            "new" => {}
+            "existing" => {
+                return Err(ConfigError::Unsupported(
+                    "--initial-cluster-state existing (joining a cluster) is not supported yet"
+                        .into(),
+                ));
+            }
+            s => {
+                return Err(ConfigError::Unsupported(format!(
+                    "--initial-cluster-state {s:?}: must be new or existing"
+                )));
+            }
+        }
+        let member_id = cluster::member_id(peers, &self.initial_cluster_token);
+        Ok(Settings {
+            name: self.name.clone(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            listen_client_urls: listen,
+            advertise_client_urls: advertise,
+            peer_urls: peers.clone(),
+            token: self.initial_cluster_token.clone(),
+            member_id,
+            cluster_id: cluster::cluster_id(&[member_id]),
+            heartbeat: Duration::from_millis(self.heartbeat_interval),
+            election: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count,
+            max_body_bytes: self.v2_max_body_bytes,
+            history_capacity: self.v2_history_size.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Flags, String> {
+        let mut v = vec![OsString::from("etcd")];
+        v.extend(args.iter().map(OsString::from));
+        match parse(v) {
+            Ok(Invocation::Run(f)) => Ok(*f),
+            Ok(Invocation::Version) => Err("version".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        let f = run(&[
+            "-name",
+            "n1",
+            "--data-dir=/x",
+            "-data-dir",
+            "/y",
+            "-enable-v2=true",
+            "--heartbeat-interval=50",
+        ])
+        .unwrap();
+        assert_eq!(f.name, "n1");
+        assert_eq!(f.data_dir, Some(PathBuf::from("/y")));
+        assert_eq!(f.enable_v2, Some(true));
+        assert_eq!(f.heartbeat_interval, 50);
+        assert!(run(&["--no-such-flag"]).is_err());
+        assert!(
+            run(&["--discovery", "x"])
+                .unwrap_err()
+                .contains("does not support")
+        );
+        assert_eq!(run(&["-version"]).unwrap_err(), "version");
+    }
+
+    #[test]
+    fn settings_compute_ids() {
+        let f = run(&[
+            "--name",
+            "n1",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:22380",
+            "--initial-cluster",
+            "n1=http://127.0.0.1:22380",
+            "--initial-cluster-token",
+            "t1",
+        ])
+        .unwrap();
+        let s = f.settings().unwrap();
+        assert_eq!(format!("{:x}", s.member_id), "b66b2921ec552136");
+        assert_eq!(s.data_dir, PathBuf::from("n1.etcd"));
+        let f = run(&["--name", "x", "--initial-cluster", "n1=http://127.0.0.1:1"]).unwrap();
+        assert!(
+            f.settings()
+                .unwrap_err()
+                .to_string()
+                .contains("couldn't find local name")
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The client HTTP API (axum): keys, members, stats, version, health and metrics, with CORS on every reply.
+
+mod error;
+mod keys;
+mod members;
+mod metrics;
+mod params;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+use crate::config::Settings;
+use crate::raft::RaftNode;
+
+pub use error::status as error_status;
+pub use metrics::Metrics;
+
+/// What the handlers share.
+pub struct App {
+    /// This member's raft node and store.
+    pub node: RaftNode,
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Start time (unix ns).
+    pub started: i64,
+    /// Request counters.
+    pub metrics: Metrics,
+    /// Fired at shutdown; ends open watches.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Decodes `%XX` escapes in a path (`+` stays as is, unlike in forms).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hexval(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Go's ServeMux path cleaning: `//`, `.` and `..` are removed, a trailing slash is kept.
+fn clean_request_path(p: &str) -> String {
+    let mut c = crate::store::path::clean(p);
+    if p.ends_with('/') && c != "/" {
+        c.push('/');
+    }
+    c
+}
+
+async fn common(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let mut resp = if req.method() == Method::OPTIONS {
+        StatusCode::OK.into_response()
+    } else {
+        let clean = clean_request_path(&path);
+        if clean != path {
+            let loc = match req.uri().query() {
+                Some(q) => format!("{clean}?{q}"),
+                None => clean,
+            };
+            let mut r = (
+                StatusCode::MOVED_PERMANENTLY,
+                format!("<a href=\"{loc}\">Moved Permanently</a>.\n\n"),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert("location", v);
+            }
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        } else {
+            next.run(req).await
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    resp
+}
+
+async fn not_found() -> Response {
+    let mut r = (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The router for the client port.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v2/keys", any(keys::handle))
+        .route("/v2/keys/", any(keys::handle))
+        .route("/v2/keys/{*key}", any(keys::handle))
+        .route("/version", get(members::version))
+        .route("/health", get(members::health))
+        .route("/v2/machines", get(members::machines))
+        .route("/v2/members", any(members::members))
+        .route("/v2/members/", any(members::members))
+        .route("/v2/members/{id}", any(members::member))
+        .route("/v2/stats/self", get(members::stats_self))
+        .route("/v2/stats/leader", get(members::stats_leader))
+        .route("/v2/stats/store", get(members::stats_store))
+        .route("/v2/auth/enable", any(members::auth_enable))
+        .route("/v2/auth/{*rest}", any(members::auth_other))
+        .route("/metrics", get(metrics::handle))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), metrics::count))
+        .layer(middleware::from_fn(common))
+        .with_state(app)
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the etcd crate: HTTP API, differential runs against Debian's etcd, crash safety.
+
+mod api;
+mod crash;
+mod differential;
+mod etcdctl;
+mod support;
