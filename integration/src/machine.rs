@@ -33,7 +33,6 @@ const STATE_ROOT: &str = "/var/tmp/coreos-rs-harness";
 /// tests use, or do background work that slows boots down.
 const MASKED_UNITS: &[&str] = &[
     "etcd.service",
-    "etcd2.service",
     "postgresql.service",
     "docker.service",
     "containerd.service",

@@ -30,8 +30,14 @@ fn coreos_up_brings_up_etcd_and_etcdctl_sets_and_gets() {
                 .arg(state.path()),
         )
         .unwrap();
-    up.wait_for_output("local cluster up", Duration::from_secs(30)).unwrap();
-    assert!(up.stdout().contains("not started: fleetd is not written yet"), "{}", up.stdout());
+    up.wait_for_output("local cluster up", Duration::from_secs(30))
+        .unwrap();
+    assert!(
+        up.stdout()
+            .contains("not started: fleetd is not written yet"),
+        "{}",
+        up.stdout()
+    );
 
     let (ok, out, err) = etcdctl(&host, &["set", "/message", "hi"]);
     assert!(ok, "etcdctl set failed: {err}");
@@ -43,6 +49,14 @@ fn coreos_up_brings_up_etcd_and_etcdctl_sets_and_gets() {
     // Ctrl-C stops everything it started.
     up.signal(nix::sys::signal::Signal::SIGINT).unwrap();
     let status = up.wait_timeout(Duration::from_secs(20)).unwrap();
-    assert!(status.success(), "coreos-up exited with {status}: {}", up.stderr());
-    assert!(up.stdout().contains("etcd       stopped"), "{}", up.stdout());
+    assert!(
+        status.success(),
+        "coreos-up exited with {status}: {}",
+        up.stderr()
+    );
+    assert!(
+        up.stdout().contains("etcd       stopped"),
+        "{}",
+        up.stdout()
+    );
 }
