@@ -96,6 +96,10 @@ fn make_disk(path: &Path, part_mib: u64) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let args = parse_args()?;
     let tmp = match &args.dir {
         Some(d) => tempfile::tempdir_in(d)?,
@@ -146,17 +150,45 @@ async fn main() -> anyhow::Result<()> {
             ..Schedule::default()
         },
     };
+    // Flush the setup's dirty pages (image, payload) so that their
+    // writeback does not throttle the timed writes.
+    run(&mut Command::new("sync"))?;
     let (handle, task) = engine::spawn(settings, stop.clone())?;
     let mut outcomes = handle.outcomes();
+    let mut changes = handle.subscribe();
     let t = Instant::now();
+    // Per-phase breakdown: when each status (and, in DOWNLOADING, each
+    // quarter of the progress) is first published.
+    let collector = tokio::spawn(async move {
+        let mut marks: Vec<(String, Duration)> = Vec::new();
+        while let Ok(info) = changes.recv().await {
+            let op = info.current_operation.as_str();
+            let name = if op == "UPDATE_STATUS_DOWNLOADING" {
+                format!("{op} {:.0}%", (info.progress * 4.0).floor() * 25.0)
+            } else {
+                op.to_owned()
+            };
+            if marks.last().is_none_or(|(n, _)| *n != name) {
+                marks.push((name, t.elapsed()));
+            }
+            if op == "UPDATE_STATUS_UPDATED_NEED_REBOOT" || op == "UPDATE_STATUS_IDLE" {
+                break;
+            }
+        }
+        marks
+    });
     handle.attempt_update().await;
     let outcome = outcomes.recv().await?;
     let engine_time = t.elapsed();
+    for (name, at) in collector.await? {
+        eprintln!("  {at:>10.3?}  {name}");
+    }
     ensure!(matches!(outcome, Outcome::Updated { .. }), "{outcome:?}");
     stop.cancel();
     let _ = task.await;
 
     let extent = GptDisk::open(&disk)?.extent(4)?;
+    run(&mut Command::new("sync"))?;
     let t = Instant::now();
     run(Command::new("dd")
         .arg(format!("if={}", image.display()))

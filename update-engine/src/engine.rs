@@ -5,15 +5,13 @@
 //! Commands (AttemptUpdate, ResetStatus) reach the task over an mpsc channel;
 //! status is published on a watch (current) and a broadcast (every change).
 
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rand::Rng;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigPaths, ReleaseConfig};
 use crate::gpt::{self, GptDisk};
 use crate::omaha::{AppRequest, Event, Request, Response, UpdateOffer};
+use crate::payload::stream::{StreamApplier, StreamSummary};
 use crate::payload::{self, PayloadError};
 use crate::prefs::{self, Prefs};
 use crate::schedule::Schedule;
@@ -483,11 +482,40 @@ impl Engine {
         self.send_event(&cfg, ok_event(event_type::UPDATE_DOWNLOAD_STARTED))
             .await;
         self.set_op(UpdateStatus::Downloading, 0.0);
-        let file = self.download(&offer).await?;
-        self.verify_download(&file, &offer).await?;
-        let parsed = self.apply(&file, passive).await?;
+        if passive == self.settings.active_partition {
+            return Err(UpdateError::NoPassive {
+                disk: self.settings.disk.clone(),
+                active: passive,
+            });
+        }
+        let t = std::time::Instant::now();
+        let (file, summary) = self.download(&offer, passive).await?;
+        let t_download = t.elapsed();
+        let parsed = self.verify_download(&file, &offer, &summary).await?;
+        let t_verify = t.elapsed();
+        let parsed = if summary.applied {
+            parsed
+        } else {
+            tracing::info!(
+                reason = summary.not_applied.as_deref().unwrap_or(""),
+                "operations not written while downloading; applying the verified file"
+            );
+            self.apply(&file, passive).await?
+        };
+        let t_apply = t.elapsed();
         self.set_op(UpdateStatus::Verifying, 0.0);
         self.verify_written(parsed, passive).await?;
+        let t_readback = t.elapsed();
+        tracing::info!(
+            download_apply_ms = t_download.as_millis() as u64,
+            of_which_sync_ms = summary.sync_time.as_millis() as u64,
+            of_which_hash_wait_ms = summary.hash_wait_time.as_millis() as u64,
+            signature_ms = (t_verify - t_download).as_millis() as u64,
+            file_apply_ms = (t_apply - t_verify).as_millis() as u64,
+            read_back_ms = (t_readback - t_apply).as_millis() as u64,
+            streamed = summary.applied,
+            "payload written and verified"
+        );
         self.send_event(&cfg, ok_event(event_type::UPDATE_DOWNLOAD_FINISHED))
             .await;
         self.set_op(UpdateStatus::Finalizing, 0.0);
@@ -544,8 +572,15 @@ impl Engine {
     }
 
     /// Streams the payload to the prefs directory, resuming a partial file
-    /// left by an earlier attempt at the same payload.
-    async fn download(&self, offer: &UpdateOffer) -> Result<PathBuf, UpdateError> {
+    /// left by an earlier attempt at the same payload. The bytes go through
+    /// a bounded channel to one blocking writer that appends them to the
+    /// file, hashes them once and writes each operation to the passive
+    /// partition as soon as its data is in (see [`payload::stream`]).
+    async fn download(
+        &self,
+        offer: &UpdateOffer,
+        passive: u32,
+    ) -> Result<(PathBuf, StreamSummary), UpdateError> {
         let dir = self.prefs.dir().join("download");
         let local = |source| UpdateError::Local {
             path: dir.clone(),
@@ -566,8 +601,12 @@ impl Engine {
         self.prefs
             .set(prefs::UPDATE_CHECK_RESPONSE_HASH, &id)
             .map_err(local)?;
+        let disk = self.settings.disk.clone();
         if have == offer.size {
-            return Ok(path);
+            let p = path.clone();
+            let summary =
+                blocking(move || stream_file(&p, have, open_target(&disk, passive))).await??;
+            return Ok((path, summary));
         }
         let err = |reason: String| UpdateError::Download {
             url: offer.url.clone(),
@@ -587,90 +626,73 @@ impl Engine {
         } else {
             return Err(err(format!("http {status}")));
         }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(have == 0)
-            .append(have > 0)
-            .open(&path)
-            .await
-            .map_err(local)?;
-        // Each tokio file write is a blocking-pool hop: batch them.
-        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let (tx, rx) = mpsc::channel::<bytes::Bytes>(CHANNEL_CHUNKS);
+        let p = path.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            write_stream(&p, have, open_target(&disk, passive), rx)
+        });
         let mut got = have;
         let mut last_pct = 0u64;
+        let mut failure = None;
         loop {
             let chunk = match resp.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = file.flush().await;
-                    return Err(err(e.to_string()));
+                    failure = Some(err(e.to_string()));
+                    break;
                 }
             };
             if got + chunk.len() as u64 > offer.size {
-                return Err(UpdateError::SizeMismatch {
+                failure = Some(UpdateError::SizeMismatch {
                     got: got + chunk.len() as u64,
                     expected: offer.size,
                 });
+                break;
             }
-            file.write_all(&chunk).await.map_err(local)?;
             got += chunk.len() as u64;
+            if tx.send(chunk).await.is_err() {
+                break; // the writer failed: its error is below
+            }
             let pct = got * 100 / offer.size.max(1);
             if pct > last_pct {
                 last_pct = pct;
-                // The download is the first half of the DOWNLOADING progress.
-                self.set_op(UpdateStatus::Downloading, pct as f64 / 200.0);
+                self.set_op(UpdateStatus::Downloading, pct as f64 / 100.0);
             }
         }
-        file.flush().await.map_err(local)?;
-        file.get_ref().sync_all().await.map_err(local)?;
-        if got < offer.size {
+        drop(tx);
+        // The writer flushes what it has (for a later resume) before ending.
+        let summary = writer
+            .await
+            .map_err(|e| UpdateError::Task(e.to_string()))??;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if summary.len < offer.size {
             return Err(UpdateError::DownloadIncomplete {
                 url: offer.url.clone(),
-                got,
+                got: summary.len,
                 expected: offer.size,
             });
         }
-        Ok(path)
+        Ok((path, summary))
     }
 
     /// Checks the Omaha sha256 of the whole payload (error 10) and then its
-    /// signature (error 12), hashing the file in a single pass.
-    async fn verify_download(&self, path: &Path, offer: &UpdateOffer) -> Result<(), UpdateError> {
+    /// signature (error 12) with the digests computed while downloading;
+    /// returns the payload's manifest.
+    async fn verify_download(
+        &self,
+        path: &Path,
+        offer: &UpdateOffer,
+        summary: &StreamSummary,
+    ) -> Result<payload::ParsedPayload, UpdateError> {
         let p = path.to_owned();
         let key = self.settings.public_key.clone();
         let expected = offer.sha256.clone();
-        let res = blocking(move || -> Result<(), UpdateError> {
-            let local = |source| UpdateError::Local {
-                path: p.clone(),
-                source,
-            };
-            let mut f = std::fs::File::open(&p).map_err(local)?;
-            // The manifest says where the signed bytes end; a payload whose
-            // manifest does not parse still gets its sha256 checked first.
-            let parsed = payload::read_manifest(&mut f);
-            let signed_len = parsed.as_ref().ok().and_then(|p| p.signed_len().ok());
-            f.seek(std::io::SeekFrom::Start(0)).map_err(local)?;
-            let mut whole = Sha256::new();
-            let mut signed = Sha256::new();
-            let mut pos = 0u64;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).map_err(local)?;
-                if n == 0 {
-                    break;
-                }
-                whole.update(&buf[..n]);
-                if let Some(end) = signed_len
-                    && pos < end
-                {
-                    let take = ((end - pos) as usize).min(n);
-                    signed.update(&buf[..take]);
-                }
-                pos += n as u64;
-            }
-            let digest = whole.finalize();
+        let digest = summary.sha256;
+        let signed_digest = summary.signed_sha256;
+        let res = blocking(move || -> Result<payload::ParsedPayload, UpdateError> {
             if digest.as_slice() != expected.as_slice() {
                 let b64 = base64::engine::general_purpose::STANDARD;
                 return Err(UpdateError::HashMismatch {
@@ -678,17 +700,28 @@ impl Engine {
                     expected: b64.encode(&expected),
                 });
             }
-            let parsed = parsed?;
-            if signed_len.is_some_and(|end| pos < end) {
+            let mut f = std::fs::File::open(&p).map_err(|source| UpdateError::Local {
+                path: p.clone(),
+                source,
+            })?;
+            let parsed = payload::read_manifest(&mut f)?;
+            let signed_len = parsed.signed_len()?;
+            let len = f
+                .seek(std::io::SeekFrom::End(0))
+                .map_err(PayloadError::Read)?;
+            if len < signed_len {
                 return Err(PayloadError::Signature(format!(
-                    "payload ends at {pos} bytes, before its signature"
+                    "payload ends at {len} bytes, before its signature"
                 ))
                 .into());
             }
             let key = payload::sign::load_public_key(&key)?;
-            let signed: [u8; 32] = signed.finalize().into();
+            let signed = match signed_digest {
+                Some(d) => d,
+                None => payload::sign::hash_prefix(&mut f, signed_len)?,
+            };
             payload::sign::verify_with_digest(&mut f, &parsed, &signed, &key)?;
-            Ok(())
+            Ok(parsed)
         })
         .await?;
         if res.is_err() {
@@ -775,6 +808,88 @@ impl Engine {
         })
         .await?
     }
+}
+
+/// Chunks in flight between the network and the writer.
+const CHANNEL_CHUNKS: usize = 256;
+/// Download file write batches.
+const FILE_BUF: usize = 4 << 20;
+
+/// The passive partition opened for writing, or `None` (the file-based
+/// apply after verification then reports why).
+fn open_target(disk: &Path, passive: u32) -> Option<(std::fs::File, gpt::PartitionExtent)> {
+    let extent = GptDisk::open(disk).and_then(|g| g.extent(passive)).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .ok()?;
+    Some((file, extent))
+}
+
+/// Feeds the first `len` bytes of the download file into a new stream.
+fn feed_file(path: &Path, len: u64, stream: &mut StreamApplier) -> Result<(), UpdateError> {
+    let local = |source| UpdateError::Local {
+        path: path.to_owned(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(local)?;
+    let mut f = f.take(len);
+    loop {
+        let mut buf = vec![0u8; FILE_BUF];
+        let n = payload::create::read_full(&mut f, &mut buf).map_err(local)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        stream.feed_bytes(buf.into());
+    }
+}
+
+/// A complete download file, streamed from disk.
+fn stream_file(
+    path: &Path,
+    len: u64,
+    target: Option<(std::fs::File, gpt::PartitionExtent)>,
+) -> Result<StreamSummary, UpdateError> {
+    let mut stream = StreamApplier::new(target);
+    feed_file(path, len, &mut stream)?;
+    Ok(stream.finish())
+}
+
+/// The blocking writer: the `have` bytes already in the file, then every
+/// chunk from the network, appended to the file and fed to the stream.
+fn write_stream(
+    path: &Path,
+    have: u64,
+    target: Option<(std::fs::File, gpt::PartitionExtent)>,
+    mut chunks: mpsc::Receiver<bytes::Bytes>,
+) -> Result<StreamSummary, UpdateError> {
+    let local = |source| UpdateError::Local {
+        path: path.to_owned(),
+        source,
+    };
+    let mut stream = StreamApplier::new(target);
+    if have > 0 {
+        feed_file(path, have, &mut stream)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(have == 0)
+        .append(have > 0)
+        .open(path)
+        .map_err(local)?;
+    let mut file = std::io::BufWriter::with_capacity(FILE_BUF, file);
+    while let Some(chunk) = chunks.blocking_recv() {
+        file.write_all(&chunk).map_err(local)?;
+        stream.feed_bytes(chunk);
+    }
+    // The file is a resume cache checked by sha256 at the end: it is
+    // flushed to the page cache, not synced (it is deleted after the
+    // update; syncing it would double the disk writes).
+    file.flush().map_err(local)?;
+    Ok(stream.finish())
 }
 
 fn ok_event(ty: u32) -> Event {

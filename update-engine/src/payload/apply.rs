@@ -2,13 +2,13 @@
 //! REPLACE_BZ), then checking what was written against the manifest.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 
 use proto::chromeos_update_engine::InstallOperation;
 use proto::chromeos_update_engine::install_operation::Type as OpType;
 use sha2::{Digest, Sha256};
 
-use super::sign::HashWriter;
 use super::{ParsedPayload, PayloadError};
 use crate::gpt::PartitionExtent;
 
@@ -56,8 +56,6 @@ fn apply_op(
     op: &InstallOperation,
 ) -> Result<(), PayloadError> {
     let fail = |reason: String| PayloadError::Operation { index, reason };
-    let ty =
-        OpType::try_from(op.r#type).map_err(|_| fail(format!("unknown type {}", op.r#type)))?;
     let len = u64::from(op.data_length());
     let mut data = vec![0u8; len as usize];
     payload
@@ -73,14 +71,32 @@ fn apply_op(
     {
         return Err(PayloadError::OperationHash { index });
     }
-    let bytes = match ty {
+    write_op(disk, extent, block_size, index, op, &data)
+}
+
+/// Writes one operation's data blob (already read, hash checked or covered
+/// by the payload hash) to its destination extents inside `extent`.
+pub(crate) fn write_op(
+    disk: &File,
+    extent: PartitionExtent,
+    block_size: u64,
+    index: usize,
+    op: &InstallOperation,
+    data: &[u8],
+) -> Result<(), PayloadError> {
+    let fail = |reason: String| PayloadError::Operation { index, reason };
+    let ty =
+        OpType::try_from(op.r#type).map_err(|_| fail(format!("unknown type {}", op.r#type)))?;
+    let decoded;
+    let bytes: &[u8] = match ty {
         OpType::Replace => data,
         OpType::ReplaceBz => {
             let mut out = Vec::new();
-            bzip2::read::BzDecoder::new(data.as_slice())
+            bzip2::read::BzDecoder::new(data)
                 .read_to_end(&mut out)
                 .map_err(|e| fail(format!("bzip2: {e}")))?;
-            out
+            decoded = out;
+            &decoded
         }
         OpType::Move | OpType::Bsdiff => {
             return Err(fail(format!(
@@ -115,17 +131,19 @@ fn apply_op(
                 e.start_block()
             )));
         };
-        disk.seek(SeekFrom::Start(extent.offset + start))
-            .map_err(PayloadError::Write)?;
-        disk.write_all(&bytes[pos..pos + n as usize])
+        disk.write_all_at(&bytes[pos..pos + n as usize], extent.offset + start)
             .map_err(PayloadError::Write)?;
         pos += n as usize;
     }
     Ok(())
 }
 
+/// Read-back buffer size: large sequential reads.
+const READ_BACK_BUF: usize = 8 << 20;
+
 /// Hashes the first `new_partition_info.size` bytes of the partition and
-/// compares them with the manifest's hash.
+/// compares them with the manifest's hash. A reader thread fills large
+/// buffers while this thread hashes the previous one.
 pub fn verify_written(
     disk: &mut File,
     parsed: &ParsedPayload,
@@ -135,21 +153,54 @@ pub fn verify_written(
         parsed.manifest.new_partition_info.as_ref().ok_or_else(|| {
             PayloadError::Verification("manifest has no new_partition_info".into())
         })?;
-    disk.seek(SeekFrom::Start(extent.offset))
-        .map_err(PayloadError::Write)?;
-    let mut hasher = Sha256::new();
-    let n = std::io::copy(
-        &mut (&mut *disk).take(info.size()),
-        &mut HashWriter(&mut hasher),
-    )
-    .map_err(PayloadError::Write)?;
-    if n != info.size() {
+    let size = info.size();
+    let disk: &File = disk;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = empty_tx.send(vec![0u8; READ_BACK_BUF]);
+    }
+    let (read, digest) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> std::io::Result<u64> {
+            let mut done = 0u64;
+            while done < size {
+                let Ok(mut buf) = empty_rx.recv() else { break };
+                let want = (size - done).min(READ_BACK_BUF as u64) as usize;
+                buf.resize(want, 0);
+                let mut got = 0;
+                while got < want {
+                    match disk.read_at(&mut buf[got..], extent.offset + done + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(got);
+                done += got as u64;
+                if full_tx.send(buf).is_err() || got < want {
+                    break;
+                }
+            }
+            Ok(done)
+        });
+        let mut hasher = Sha256::new();
+        for buf in full_rx.iter() {
+            hasher.update(&buf);
+            let _ = empty_tx.send(buf);
+        }
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("read-back thread panicked")));
+        (read, hasher.finalize())
+    });
+    let n = read.map_err(PayloadError::Write)?;
+    if n != size {
         return Err(PayloadError::Verification(format!(
-            "read {n} of {} bytes back",
-            info.size()
+            "read {n} of {size} bytes back"
         )));
     }
-    if hasher.finalize().as_slice() != info.hash() {
+    if digest.as_slice() != info.hash() {
         return Err(PayloadError::Verification("sha256 differs".into()));
     }
     Ok(())

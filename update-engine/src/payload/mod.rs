@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod create;
 pub mod sign;
+pub mod stream;
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -23,7 +24,7 @@ pub const FORMAT_VERSION: u64 = 1;
 /// Magic + version + manifest size.
 pub const HEADER_LEN: u64 = 20;
 /// Manifests above this size are refused before allocating.
-const MAX_MANIFEST_LEN: u64 = 64 << 20;
+pub(crate) const MAX_MANIFEST_LEN: u64 = 64 << 20;
 
 /// Errors of reading, verifying, creating and applying payloads.
 #[derive(Debug, thiserror::Error)]

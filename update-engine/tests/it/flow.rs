@@ -559,3 +559,127 @@ async fn scheduled_check_runs_without_being_asked() -> anyhow::Result<()> {
     assert_eq!(&read_partition(&disk, PART_B)?[..v2.len()], &v2[..]);
     Ok(())
 }
+
+/// A signed full payload whose second REPLACE operation points past the
+/// partition: the engine writes the first operation while downloading, then
+/// stops streaming; after the hash and signature check, applying the file
+/// fails with error 28.
+fn payload_with_bad_middle_operation(out: &std::path::Path) -> anyhow::Result<()> {
+    use proto::chromeos_update_engine::install_operation::Type as OpType;
+    use proto::chromeos_update_engine::signatures::Signature;
+    use proto::chromeos_update_engine::{
+        DeltaArchiveManifest, Extent, InstallOperation, PartitionInfo, Signatures,
+    };
+    use proto::prost::Message;
+    use update_engine::payload::{encode_header, sign};
+    let key = sign::load_private_key(&data("test-key.pem"))?;
+    let blobs: Vec<u8> = [1u8, 2, 3].iter().flat_map(|b| vec![*b; 4096]).collect();
+    let op = |i: u32, block: u64| InstallOperation {
+        r#type: OpType::Replace as i32,
+        data_offset: Some(i * 4096),
+        data_length: Some(4096),
+        dst_extents: vec![Extent {
+            start_block: Some(block),
+            num_blocks: Some(1),
+        }],
+        ..Default::default()
+    };
+    let sig_len = |data: Vec<u8>| {
+        Signatures {
+            signatures: vec![Signature {
+                version: Some(sign::SIGNATURE_VERSION),
+                data: Some(data),
+            }],
+        }
+        .encode_to_vec()
+    };
+    let manifest = DeltaArchiveManifest {
+        partition_operations: vec![op(0, 0), op(1, 1 << 40), op(2, 2)],
+        block_size: Some(4096),
+        signatures_offset: Some(blobs.len() as u64),
+        signatures_size: Some(sig_len(sign::sign_digest(&key, &[0u8; 32])?).len() as u64),
+        new_partition_info: Some(PartitionInfo {
+            size: Some(blobs.len() as u64),
+            hash: Some(Sha256::digest(&blobs).to_vec()),
+        }),
+        ..Default::default()
+    };
+    let body = manifest.encode_to_vec();
+    let mut bytes = encode_header(body.len() as u64).to_vec();
+    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(&blobs);
+    let signature = sign::sign_digest(&key, &Sha256::digest(&bytes))?;
+    bytes.extend_from_slice(&sig_len(signature));
+    std::fs::create_dir_all(out.parent().unwrap_or(out))?;
+    std::fs::write(out, &bytes)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failure_in_the_middle_of_a_streamed_apply_is_error_28() -> anyhow::Result<()> {
+    let (o, states, codes) = failing_attempt(
+        |rel| payload_with_bad_middle_operation(&rel.join("stable/2.0.0/update.gz")),
+        "stable",
+        None,
+    )
+    .await?;
+    assert_eq!(code(&o), Some(28), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Failed { message, .. } if message.contains("operation 1")),
+        "{o:?}"
+    );
+    assert!(!states.contains(&Finalizing));
+    assert_eq!(codes, Some(vec![Some(28)]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn download_cut_mid_apply_then_resumed_completes() -> anyhow::Result<()> {
+    // The server first serves half of the payload (announcing all of it):
+    // the engine has written the operations whose data arrived, fails with
+    // error 100 and keeps the partial file; with the whole file served, the
+    // next attempt resumes from there and completes.
+    let dir = tempfile::tempdir()?;
+    let old = image(1, IMG_LEN);
+    let disk = make_disk(dir.path(), &old)?;
+    let releases = dir.path().join("releases");
+    let v2 = image(2, IMG_LEN);
+    let payload = add_release(&releases, "stable", "2.0.0", &v2, "test-key.pem")?;
+    let bytes = std::fs::read(&payload)?;
+    let sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&bytes));
+    std::fs::write(
+        payload.with_file_name("meta.json"),
+        format!("{{\"size\": {}, \"sha256\": \"{sha}\"}}", bytes.len()),
+    )?;
+    std::fs::write(&payload, &bytes[..bytes.len() * 2 / 3])?;
+    let server = Server::start(&releases, None).await?;
+    let root = dir.path().join("root");
+    let settings = engine_settings(
+        &root,
+        &disk,
+        PART_A,
+        &server.update_url(),
+        "stable",
+        "1.0.0",
+    )?;
+    let before_attrs = (attrs(&disk, PART_A)?, attrs(&disk, PART_B)?);
+    let (states, o) = attempt(settings.clone()).await?;
+    assert_eq!(code(&o), Some(100), "{o:?}");
+    assert_eq!(states.last(), Some(&Idle));
+    assert_eq!(&read_partition(&disk, PART_A)?[..IMG_LEN], &old[..]);
+    assert_eq!((attrs(&disk, PART_A)?, attrs(&disk, PART_B)?), before_attrs);
+    let partial = settings.prefs_dir.join("download/payload");
+    assert_eq!(
+        std::fs::metadata(&partial)?.len(),
+        (bytes.len() * 2 / 3) as u64
+    );
+
+    std::fs::write(&payload, &bytes)?;
+    let (states, o) = attempt(settings).await?;
+    assert_eq!(states, SUCCESS_STATES);
+    assert!(matches!(o, Outcome::Updated { .. }), "{o:?}");
+    assert_eq!(&read_partition(&disk, PART_B)?[..IMG_LEN], &v2[..]);
+    assert_eq!(&read_partition(&disk, PART_A)?[..IMG_LEN], &old[..]);
+    assert!(!partial.exists());
+    Ok(())
+}
