@@ -3,7 +3,10 @@
 //! hierarchy it uses, with a `stage1` leaf for its init and one `app-<name>` leaf per app.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use nix::unistd::{ForkResult, Pid};
 
 use crate::error::{Error, Result};
 use crate::pod::manifest::Resources;
@@ -191,10 +194,43 @@ impl PodCgroup {
         self.dirs.iter().map(|(d, _)| d.clone()).collect()
     }
 
+    /// Whether a pod directory is in the cgroup2 hierarchy (the unified layout, or the hybrid
+    /// layout's tracking-only `unified` mount).
+    fn is_v2(&self, ctrls: &[String]) -> bool {
+        self.layout == Layout::Unified || ctrls.is_empty()
+    }
+
+    /// The mount point of the cgroup2 hierarchy the pod uses.
+    fn v2_mount(&self) -> PathBuf {
+        match self.layout {
+            Layout::Unified => PathBuf::from(CGROUP_ROOT),
+            Layout::Legacy => Path::new(CGROUP_ROOT).join("unified"),
+        }
+    }
+
+    /// Opens `leaf` in the pod's cgroup2 directory, for [`fork_into`]; `None` without one.
+    pub fn v2_leaf(&self, leaf: &str) -> Option<OwnedFd> {
+        let (dir, _) = self.dirs.iter().find(|(_, c)| self.is_v2(c))?;
+        fs::File::open(dir.join(leaf)).ok().map(OwnedFd::from)
+    }
+
     /// Moves the calling process into `leaf` (`stage1` or `app-<name>`) in every hierarchy.
+    ///
+    /// The caller must be single-threaded (a freshly forked child). In the v1 hierarchies it
+    /// writes its own thread to `tasks`, which, unlike `cgroup.procs`, does not take the kernel's
+    /// global threadgroup lock, whose first writer waits for an RCU grace period (5-15 ms here).
+    /// In cgroup2 only `cgroup.procs` can move it, so it is skipped where [`fork_into`] already
+    /// started the process in `leaf`.
     pub fn join(&self, leaf: &str) -> Result<()> {
-        for (dir, _) in &self.dirs {
-            write(&dir.join(leaf).join("cgroup.procs"), "0")?;
+        for (dir, ctrls) in &self.dirs {
+            let target = dir.join(leaf);
+            if self.is_v2(ctrls) {
+                if own_v2_dir(&self.v2_mount()).as_deref() != Some(target.as_path()) {
+                    write(&target.join("cgroup.procs"), "0")?;
+                }
+            } else {
+                write(&target.join("tasks"), "0")?;
+            }
         }
         Ok(())
     }
@@ -213,6 +249,73 @@ impl PodCgroup {
             remove_cgroup_dir(dir);
         }
     }
+}
+
+/// The calling process's directory in the cgroup2 hierarchy mounted at `mount`.
+fn own_v2_dir(mount: &Path) -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(path.trim_start_matches('/')))
+}
+
+/// `clone3(2)`'s flag (linux/sched.h; libc's constant is too narrow).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(2)`'s argument block (linux/sched.h), all fields 64-bit.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks like `fork(2)`, with the child starting in the cgroup2 directory `cgroup` when given
+/// (`clone3` with `CLONE_INTO_CGROUP`), so that it need not write to `cgroup.procs` (see
+/// [`PodCgroup::join`]). Falls back to `fork(2)` where the kernel cannot do that.
+///
+/// # Safety
+/// As for `fork(2)`, and more: the caller must be single-threaded, and the child must not rely
+/// on libc's fork handlers (it only sets itself up and execs or exits, as stage1's children do).
+pub unsafe fn fork_into(cgroup: Option<&OwnedFd>) -> nix::Result<ForkResult> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM or a new stack behaves like fork(2); `args` outlives
+        // the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match ret {
+            0 => return Ok(ForkResult::Child),
+            pid if pid > 0 => {
+                return Ok(ForkResult::Parent {
+                    child: Pid::from_raw(pid as i32),
+                });
+            }
+            // Older kernels (ENOSYS, E2BIG) or a cgroup that cannot take the child: plain fork,
+            // and the child joins by writing cgroup.procs.
+            _ => {}
+        }
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe { nix::unistd::fork() }
 }
 
 /// Enables whichever of memory, cpu and pids `dir` has available for its children (v2).

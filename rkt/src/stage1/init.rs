@@ -13,7 +13,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sig
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
-use super::cgroup::PodCgroup;
+use super::cgroup::{PodCgroup, fork_into};
 use super::sys::Sys;
 use super::{app, rootfs};
 use crate::error::{Error, Result};
@@ -156,8 +156,11 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Stage1(format!("creating {}: {e}", dir.display())))?;
         let _ = std::fs::write(dir.join("started"), now_ns().to_string());
+        let into = plan
+            .cgroup
+            .and_then(|cg| cg.v2_leaf(&format!("app-{}", a.name)));
         // SAFETY: stage1 is single-threaded; the child only execs or exits.
-        match unsafe { nix::unistd::fork() } {
+        match unsafe { fork_into(into.as_ref()) } {
             Ok(ForkResult::Child) => {
                 // Apps start with default dispositions (init's handler would swallow a SIGTERM
                 // that lands before exec) and then with no signal blocked.

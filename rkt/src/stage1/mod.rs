@@ -133,8 +133,9 @@ pub fn run(pod: &Pod, lock: FileLock, manifest: &PodManifest, trees: Vec<Tree>) 
     let own_pid_ns = fs::File::open("/proc/self/ns/pid").ctx("opening", "/proc/self/ns/pid")?;
     let res = (|| {
         sys::Sys::unshare(&sys, CloneFlags::CLONE_NEWPID)?;
+        let into = cgroup.v2_leaf("stage1");
         // SAFETY: rkt is single-threaded here; the child runs init and exits.
-        match unsafe { nix::unistd::fork() } {
+        match unsafe { cgroup::fork_into(into.as_ref()) } {
             Ok(ForkResult::Child) => {
                 // Only the stage1 parent holds the pod lock: if it dies, init dies (pdeathsig) and
                 // the pod reads as exited.

@@ -448,3 +448,85 @@ fn interactive_passes_stdin() {
 fn cgroup_v2() -> bool {
     std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
+
+#[test]
+fn init_and_app_start_in_their_own_cgroup_leaves() {
+    let env = Env::new();
+    let uuid_file = env.tmp.path().join("uuid");
+    let o = env.sh(
+        &[&format!("--uuid-file-save={}", uuid_file.display())],
+        &[],
+        "for p in 1 self; do while read l; do echo \"$p $l\"; done < /proc/$p/cgroup; done",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let uuid = std::fs::read_to_string(&uuid_file).expect("uuid file");
+    let uuid = uuid.trim();
+    // Every hierarchy the pod uses: the v1 controllers it joins, and cgroup2 where it is mounted.
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        || std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
+    let used = |ctrls: &str| {
+        if ctrls.is_empty() {
+            v2
+        } else {
+            ctrls
+                .split(',')
+                .any(|c| ["memory", "cpu", "cpuacct", "pids"].contains(&c))
+        }
+    };
+    let out = stdout(&o);
+    for (who, leaf) in [("1", "stage1"), ("self", "app-busybox")] {
+        let want = format!("/rkt-{uuid}/{leaf}");
+        let lines: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(who)?.strip_prefix(' '))
+            .filter(|l| used(l.split(':').nth(1).unwrap_or("-")))
+            .collect();
+        assert!(!lines.is_empty(), "no cgroup lines for {who} in\n{out}");
+        for l in lines {
+            assert!(l.ends_with(&want), "{who}: {l:?} is not in {want:?}\n{out}");
+        }
+    }
+}
+
+#[test]
+fn pod_rootfs_overlay_is_volatile_and_still_gc_able() {
+    let env = Env::new();
+    let uuid_file = env.tmp.path().join("uuid");
+    let o = env.sh(
+        &[&format!("--uuid-file-save={}", uuid_file.display())],
+        &[],
+        "echo data > /written; while read l; do echo \"$l\"; done < /proc/self/mounts",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let out = stdout(&o);
+    let root = out
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some("/"))
+        .unwrap_or_else(|| panic!("no root mount in\n{out}"));
+    assert!(root.starts_with("overlay / overlay "), "{root}");
+    assert!(
+        root.split(' ').nth(3).is_some_and(|o| o
+            .split(',')
+            .any(|x| x == "volatile" || x == "fsync=volatile")),
+        "root overlay is not volatile: {root}"
+    );
+    // (Shown as `fsync=volatile` by newer kernels.) The write landed in the pod's upper dir, and
+    // gc still removes the pod completely.
+    let uuid = std::fs::read_to_string(&uuid_file).expect("uuid file");
+    let uuid = uuid.trim();
+    let pod = ["run", "exited-garbage"]
+        .iter()
+        .map(|s| env.dir.join("pods").join(s).join(uuid))
+        .find(|p| p.is_dir())
+        .expect("the exited pod's dir");
+    let upper = pod.join("overlay/busybox/upper/written");
+    assert_eq!(std::fs::read_to_string(&upper).expect("upper"), "data\n");
+    env.ok(&["gc", "--grace-period=0s"]);
+    env.ok(&["gc", "--grace-period=0s"]);
+    for state in ["exited-garbage", "garbage", "run"] {
+        assert!(
+            !env.dir.join("pods").join(state).join(uuid).exists(),
+            "pod left in {state}"
+        );
+    }
+}
