@@ -1,4 +1,4 @@
-//! etcdctl: the v2 command-line client (`ETCDCTL_API=2` mode of etcdctl 3.4).
+//! etcdctl: the command-line client (v2 by default, v3 with `ETCDCTL_API=3`, as etcdctl 3.4 offers).
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,7 +1,8 @@
-//! Our v2 etcdctl: commands, output formats and exit codes of etcdctl 3.4 in ETCDCTL_API=2 mode.
+//! Our etcdctl: commands, output formats and exit codes of etcdctl 3.4 in ETCDCTL_API=2 mode (the default), and ETCDCTL_API=3 mode in `v3`.
 
 pub mod client;
 mod output;
+mod v3;
 
 use std::io::Write;
 use std::time::Duration;
@@ -424,14 +425,18 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    if let Some(api) = env("ETCDCTL_API")
-        && api != "2"
-    {
-        let _ = writeln!(
-            err,
-            "Error:  ETCDCTL_API={api} is not supported: this etcdctl speaks the v2 API only"
-        );
-        return EXIT_BAD_ARGS;
+    if let Some(api) = env("ETCDCTL_API") {
+        match api.as_str() {
+            "2" => {}
+            "3" => return v3::run(args, env, out, err),
+            _ => {
+                let _ = writeln!(
+                    err,
+                    "Error:  ETCDCTL_API={api} is not supported: this etcdctl speaks the v2 and v3 APIs"
+                );
+                return EXIT_BAD_ARGS;
+            }
+        }
     }
     match dispatch(args, env, out) {
         Ok(code) => code,

@@ -4,4 +4,5 @@ mod api;
 mod crash;
 mod differential;
 mod etcdctl;
+mod etcdctl_v3;
 mod support;
