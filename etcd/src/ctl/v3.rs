@@ -423,15 +423,20 @@ fn range_end(o: &Opts, key: &str, end: Option<&str>) -> Vec<u8> {
     }
 }
 
-async fn get(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
-    check_format(o)?;
+/// The `<key> [range_end]` arguments of `get` and `del`, with etcdctl's
+/// usage errors.
+fn key_and_range_end<'a>(
+    command: &str,
+    o: &Opts,
+    args: &[&'a str],
+) -> Result<(&'a str, Option<&'a str>), Fail> {
     let (key, end) = match args {
         [k] => (*k, None),
         [k, e] => (*k, Some(*e)),
         _ => {
-            return Err(usage(
-                "get command needs one argument as key and an optional argument as range_end",
-            ));
+            return Err(usage(&format!(
+                "{command} command needs one argument as key and an optional argument as range_end"
+            )));
         }
     };
     if end.is_some() && (o.has("prefix") || o.has("from-key")) {
@@ -439,6 +444,12 @@ async fn get(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
             "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
         ));
     }
+    Ok((key, end))
+}
+
+async fn get(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
+    check_format(o)?;
+    let (key, end) = key_and_range_end("get", o, args)?;
     let sort_order = match o.value("order").unwrap_or("").to_uppercase().as_str() {
         "" => 0,
         "ASCEND" => 1,
@@ -522,20 +533,7 @@ async fn get(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
 
 async fn del(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
     check_format(o)?;
-    let (key, end) = match args {
-        [k] => (*k, None),
-        [k, e] => (*k, Some(*e)),
-        _ => {
-            return Err(usage(
-                "del command needs one argument as key and an optional argument as range_end",
-            ));
-        }
-    };
-    if end.is_some() && (o.has("prefix") || o.has("from-key")) {
-        return Err(usage(
-            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
-        ));
-    }
+    let (key, end) = key_and_range_end("del", o, args)?;
     let mut kv = KvClient::new(channel(o).await?);
     let r = kv
         .delete_range(DeleteRangeRequest {
