@@ -30,6 +30,20 @@ const EXIT_ERROR: i32 = 1;
 /// A failure: exit code and the text after `Error: `.
 struct Fail(i32, String);
 
+/// The end of a bidirectional stream (`what`: the command) as an error.
+fn stream_closed(what: &str) -> Fail {
+    Fail(EXIT_ERROR, format!("{what} stream closed"))
+}
+
+/// The next reply on a bidirectional stream; its end is an error.
+async fn next_reply<T>(stream: &mut proto::tonic::Streaming<T>, what: &str) -> Result<T, Fail> {
+    match stream.message().await {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => Err(stream_closed(what)),
+        Err(status) => Err(rpc(status)),
+    }
+}
+
 fn usage(msg: &str) -> Fail {
     Fail(EXIT_BAD_ARGS, msg.to_string())
 }
@@ -971,7 +985,7 @@ async fn lease_keep_alive(o: &Opts, args: &[&str], out: &mut dyn Write) -> Resul
     let (tx, rx) = tokio::sync::mpsc::channel::<LeaseKeepAliveRequest>(1);
     // The server answers the stream's headers with its first reply, so the first request goes out first.
     if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-        return Err(Fail(EXIT_ERROR, "lease keep-alive stream closed".into()));
+        return Err(stream_closed("lease keep-alive"));
     }
     let mut l = LeaseClient::new(channel_with(o, false).await?);
     let mut stream = l
@@ -980,11 +994,7 @@ async fn lease_keep_alive(o: &Opts, args: &[&str], out: &mut dyn Write) -> Resul
         .map_err(rpc)?
         .into_inner();
     loop {
-        let r = match stream.message().await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(Fail(EXIT_ERROR, "lease keep-alive stream closed".into())),
-            Err(s) => return Err(rpc(s)),
-        };
+        let r = next_reply(&mut stream, "lease keep-alive").await?;
         if r.ttl <= 0 {
             if once {
                 // etcdctl 3.4 reports this as a bad connection (exit code 2).
@@ -1015,7 +1025,7 @@ async fn lease_keep_alive(o: &Opts, args: &[&str], out: &mut dyn Write) -> Resul
         // The Go client renews a third of the way through the TTL.
         tokio::time::sleep(Duration::from_secs((r.ttl as u64 / 3).max(1))).await;
         if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-            return Err(Fail(EXIT_ERROR, "lease keep-alive stream closed".into()));
+            return Err(stream_closed("lease keep-alive"));
         }
     }
 }
@@ -1054,7 +1064,7 @@ async fn watch(
         })),
     };
     if tx.send(create).await.is_err() {
-        return Err(Fail(EXIT_ERROR, "watch stream closed".into()));
+        return Err(stream_closed("watch"));
     }
     let mut w = WatchClient::new(channel_with(o, false).await?);
     let mut stream = w
@@ -1063,11 +1073,7 @@ async fn watch(
         .map_err(rpc)?
         .into_inner();
     loop {
-        let r = match stream.message().await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(Fail(EXIT_ERROR, "watch stream closed".into())),
-            Err(s) => return Err(rpc(s)),
-        };
+        let r = next_reply(&mut stream, "watch").await?;
         if r.canceled {
             // The Go client reports a compacted start revision as mvcc's error.
             let reason = if r.cancel_reason.is_empty() && r.compact_revision != 0 {
