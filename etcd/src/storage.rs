@@ -11,6 +11,9 @@ pub enum StorageError {
     /// The database reported an error.
     #[error("storage: {0}")]
     Db(#[from] sled::Error),
+    /// Making written data durable failed.
+    #[error("storage: syncing the database file: {0}")]
+    Sync(std::io::Error),
     /// The directory is not ours (e.g. a real etcd's, or unrelated files).
     #[error("data dir {path} is not an etcd-rs data dir: {why}")]
     Foreign {
@@ -60,12 +63,18 @@ pub trait Backend: Send + Sync + 'static {
 const FORMAT_KEY: &str = "format";
 const FORMAT: &[u8] = b"etcd-rs v1";
 const DB_DIR: &str = "db";
+/// The file inside [`DB_DIR`] where sled 0.34 keeps its log-structured pages.
+const SLED_FILE: &str = "db";
 
 /// The sled implementation.
 pub struct SledBackend {
     db: sled::Db,
     logs: sled::Tree,
     meta: sled::Tree,
+    /// sled's log file. sled's flush ends with `sync_file_range`, which neither flushes the device's
+    /// write cache nor the file's metadata; an `fdatasync` of this file after it makes a flush
+    /// durable against power loss, as etcd's WAL `fdatasync` is.
+    file: std::sync::Arc<std::fs::File>,
 }
 
 impl SledBackend {
@@ -126,7 +135,14 @@ impl SledBackend {
             }
             None => return Err(corrupt("the format marker is missing".into())),
         }
-        Ok(SledBackend { db, logs, meta })
+        let file = std::fs::File::open(db_path.join(SLED_FILE))
+            .map_err(|e| corrupt(format!("cannot open the database file: {e}")))?;
+        Ok(SledBackend {
+            db,
+            logs,
+            meta,
+            file: std::sync::Arc::new(file),
+        })
     }
 }
 
@@ -142,6 +158,11 @@ impl Backend for SledBackend {
 
     async fn flush(&self) -> Result<(), StorageError> {
         self.db.flush_async().await?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| StorageError::Sync(std::io::Error::other(e)))?
+            .map_err(StorageError::Sync)?;
         Ok(())
     }
 
