@@ -33,10 +33,10 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum V3Error {
     /// A revision older than the compaction revision.
-    #[error("mvcc: required revision has been compacted")]
+    #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     /// A revision newer than the store.
-    #[error("mvcc: required revision is a future revision")]
+    #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRev,
     /// No such lease.
     #[error("etcdserver: requested lease not found")]

@@ -144,7 +144,12 @@ impl Lease for V3 {
             .node
             .kv()
             .with_store(|s| (s.lease_info(r.id, now), s.index()));
-        let info = info.ok_or_else(|| error::v3(V3Error::LeaseNotFound))?;
+        // etcd answers for a lease it does not know (expired or revoked) with TTL -1, not an error.
+        let info = info.unwrap_or(crate::store::mvcc::LeaseInfo {
+            granted: 0,
+            remaining: -1,
+            keys: Vec::new(),
+        });
         Ok(Response::new(LeaseTimeToLiveResponse {
             header: self.header(rev),
             id: r.id,
