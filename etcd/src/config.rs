@@ -42,8 +42,6 @@ const UNSUPPORTED: &[&str] = &[
     "strict-reconfig-check",
     "max-snapshots",
     "max-wals",
-    "auto-compaction-retention",
-    "auto-compaction-mode",
     "grpc-keepalive-min-time",
     "grpc-keepalive-interval",
     "grpc-keepalive-timeout",
@@ -167,9 +165,25 @@ pub struct Flags {
     /// Largest accepted v2 request body in bytes (our extension; Go's form limit is 10 MiB).
     #[arg(long = "v2-max-body-bytes", env = "ETCD_V2_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub v2_max_body_bytes: usize,
-    /// Events kept for `waitIndex` watches (our extension; etcd keeps 1000).
+    /// Revisions kept in the history shared by v2 `waitIndex` and v3 (our extension; etcd's v2 keeps 1000
+    /// events); older ones are compacted away.
     #[arg(long = "v2-history-size", env = "ETCD_V2_HISTORY_SIZE", default_value_t = crate::store::history::DEFAULT_CAPACITY)]
     pub v2_history_size: usize,
+    /// etcd's auto-compaction retention: "0" (the default) turns it off; in periodic mode hours ("1") or a
+    /// duration ("30m"), in revision mode a revision count.
+    #[arg(
+        long = "auto-compaction-retention",
+        env = "ETCD_AUTO_COMPACTION_RETENTION",
+        default_value = "0"
+    )]
+    pub auto_compaction_retention: String,
+    /// etcd's auto-compaction mode: periodic or revision.
+    #[arg(
+        long = "auto-compaction-mode",
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: String,
     /// Print the version and exit.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub version: Option<bool>,
@@ -223,8 +237,61 @@ pub struct Settings {
     pub snapshot_count: u64,
     /// Largest accepted request body (Go's form limit is 10 MiB).
     pub max_body_bytes: usize,
-    /// Events kept for `waitIndex` watches.
+    /// Revisions kept in the history (v2 `waitIndex`, v3 watches and old-revision reads) before the oldest
+    /// are compacted away.
     pub history_capacity: usize,
+    /// Automatic compaction (`--auto-compaction-*`), if on.
+    pub auto_compaction: Option<AutoCompaction>,
+}
+
+/// etcd's automatic compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep the revisions of the last period.
+    Periodic(Duration),
+    /// Keep the last N revisions.
+    Revision(u64),
+}
+
+/// Parses `--auto-compaction-retention` for `--auto-compaction-mode`.
+fn auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, ConfigError> {
+    let bad = || {
+        ConfigError::Unsupported(format!(
+            "--auto-compaction-retention {retention:?} is not valid for mode {mode:?}"
+        ))
+    };
+    match mode {
+        "revision" => {
+            let n: u64 = retention.parse().map_err(|_| bad())?;
+            Ok((n > 0).then_some(AutoCompaction::Revision(n)))
+        }
+        "periodic" => {
+            let d = if let Ok(h) = retention.parse::<u64>() {
+                Duration::from_secs(h.saturating_mul(3600))
+            } else {
+                let split = retention
+                    .find(|c: char| c.is_ascii_alphabetic())
+                    .ok_or_else(bad)?;
+                let (num, unit) = retention.split_at(split);
+                let n: f64 = num.parse().map_err(|_| bad())?;
+                let secs = match unit {
+                    "h" => n * 3600.0,
+                    "m" => n * 60.0,
+                    "s" => n,
+                    "ms" => n / 1000.0,
+                    _ => return Err(bad()),
+                };
+                if !secs.is_finite() || secs < 0.0 {
+                    return Err(bad());
+                }
+                Duration::from_secs_f64(secs)
+            };
+            Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
+        }
+        m => Err(ConfigError::Unsupported(format!(
+            "--auto-compaction-mode {m:?}: must be periodic or revision"
+        ))),
+    }
 }
 
 /// What the command line asks for.
@@ -428,6 +495,10 @@ impl Flags {
             snapshot_count: self.snapshot_count,
             max_body_bytes: self.v2_max_body_bytes,
             history_capacity: self.v2_history_size.max(1),
+            auto_compaction: auto_compaction(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod raft;
 pub mod storage;
 pub mod store;
+pub mod v3;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,87 @@ fn check_identity<B: Backend>(b: &B, s: &Settings) -> Result<(), RunError> {
     Ok(())
 }
 
+/// One router for a client listener: gRPC (content type `application/grpc*`, HTTP/2) to the v3 services,
+/// everything else to the v2 HTTP API.
+fn client_router(app: Arc<http::App>) -> axum::Router {
+    use axum::extract::Request;
+    use tower::ServiceExt;
+    let v2 = http::router(app.clone());
+    let grpc = v3::routes(app);
+    axum::Router::new().fallback(move |req: Request| async move {
+        let is_grpc = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let res = if is_grpc {
+            grpc.oneshot(req).await
+        } else {
+            v2.oneshot(req).await
+        };
+        match res {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    })
+}
+
+/// How often automatic compaction runs in revision mode (etcd: every 5 minutes).
+const REVISION_COMPACTION_TICK: Duration = Duration::from_secs(300);
+
+/// etcd's automatic compaction: periodic keeps the revisions of the last period (compacting every tenth of
+/// it, at most hourly); revision mode keeps the last N revisions (every 5 minutes).
+async fn auto_compact(
+    node: raft::RaftNode,
+    mode: config::AutoCompaction,
+    shutdown: CancellationToken,
+) {
+    let (tick, keep) = match mode {
+        config::AutoCompaction::Periodic(d) => (
+            (d / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+            d,
+        ),
+        config::AutoCompaction::Revision(_) => (REVISION_COMPACTION_TICK, Duration::ZERO),
+    };
+    let mut samples: std::collections::VecDeque<(tokio::time::Instant, u64)> = Default::default();
+    let mut t = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = t.tick() => {}
+        }
+        if !node.status().is_leader {
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        let rev = node.kv().index();
+        let target = match mode {
+            config::AutoCompaction::Revision(n) => rev.saturating_sub(n),
+            config::AutoCompaction::Periodic(_) => {
+                samples.push_back((now, rev));
+                let mut target = 0;
+                while let Some(&(at, r)) = samples.front() {
+                    if now.duration_since(at) < keep {
+                        break;
+                    }
+                    target = r;
+                    samples.pop_front();
+                }
+                target
+            }
+        };
+        let compacted = node.kv().with_store(|s| s.compacted());
+        if target > compacted {
+            let op = store::Op::Compact {
+                revision: i64::try_from(target).unwrap_or(i64::MAX),
+            };
+            match node.write_v3(op).await {
+                Ok(_) => tracing::info!(revision = target, "auto-compacted"),
+                Err(e) => tracing::warn!("auto-compaction: {e}"),
+            }
+        }
+    }
+}
+
 /// How often the leader checks for expired keys (etcd's SYNC tick).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
@@ -131,7 +213,7 @@ pub async fn run(
     });
     let tracker = TaskTracker::new();
     for listener in listeners {
-        let router = http::router(app.clone());
+        let router = client_router(app.clone());
         let token = shutdown.clone();
         tracker.spawn(async move {
             let addr = listener.local_addr().ok();
@@ -143,15 +225,28 @@ pub async fn run(
             }
         });
     }
+    if let Some(mode) = settings.auto_compaction {
+        tracker.spawn(auto_compact(node.clone(), mode, shutdown.clone()));
+    }
     {
         let node = node.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(EXPIRY_TICK);
+            let mut led_term = None;
             loop {
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {}
+                }
+                // A new leader renews every lease first (as etcd's lessor does on promotion), so no lease
+                // loses the time the old leader could not count.
+                let st = node.status();
+                if st.is_leader && led_term != Some(st.term) {
+                    match node.extend_leases().await {
+                        Ok(()) => led_term = Some(st.term),
+                        Err(e) => tracing::warn!("renewing leases after becoming leader: {e}"),
+                    }
                 }
                 let due = node
                     .kv()

@@ -28,7 +28,7 @@ pub(crate) type NodeId = u64;
 pub(crate) struct Proposal(pub Vec<Command>);
 
 /// What applying one write returned (none for writes without a reply, like expiry sweeps).
-pub type Outcome = Option<Result<Arc<Event>, store::Error>>;
+pub type Outcome = Option<store::kv::Reply>;
 
 /// What applying one entry returned: one outcome per command of the proposal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,16 +284,33 @@ impl RaftNode {
         }
     }
 
+    /// Proposes a v3 command and waits until it is applied; the outer error is raft's (or a timeout).
+    pub async fn write_v3(&self, op: Op) -> Result<(store::V3Reply, u64), store::Error> {
+        match self.propose(op).await? {
+            (Some(store::kv::Reply::V3(r)), _, raft_term) => Ok((r, raft_term)),
+            _ => Err(store::Error::new(
+                store::error::RAFT_INTERNAL,
+                "empty reply from the state machine",
+                0,
+            )),
+        }
+    }
+
+    /// Renews every v3 lease (after this member became leader).
+    pub async fn extend_leases(&self) -> Result<(), store::Error> {
+        self.propose(Op::LeaseExtend).await.map(|_| ())
+    }
+
     /// Proposes a write stamped with this member's clock and waits until it is applied.
     pub async fn write(&self, op: Op) -> Result<Written, store::Error> {
         match self.propose(op).await? {
-            (Some(Ok(event)), raft_index, raft_term) => Ok(Written {
+            (Some(store::kv::Reply::V2(Ok(event))), raft_index, raft_term) => Ok(Written {
                 event,
                 raft_index,
                 raft_term,
             }),
-            (Some(Err(e)), _, _) => Err(e),
-            (None, _, _) => Err(store::Error::new(
+            (Some(store::kv::Reply::V2(Err(e))), _, _) => Err(e),
+            (_, _, _) => Err(store::Error::new(
                 store::error::RAFT_INTERNAL,
                 "empty reply from the state machine",
                 0,

@@ -1,52 +1,78 @@
-//! The event history that `waitIndex` watches scan (a bounded ring, oldest events dropped first).
+//! The revision history shared by both APIs: one [`Change`] per revision (its v2 events and its v3 events),
+//! kept until compaction. v2 `waitIndex` watches and v3 watches and historical ranges all read it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use proto::mvccpb;
 use serde::{Deserialize, Serialize};
 
 use super::error::{self, Error};
 use super::event::{Action, Event};
 use super::path;
+use super::pb::Pb;
 
-/// How many events the history keeps by default: etcd keeps 1000, more spares watchers the 401.
+/// How many revisions the history keeps by default before the oldest are compacted away (etcd's v2 keeps
+/// 1000 events; etcd's v3 keeps everything until a compaction, which is unbounded memory for us).
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// A bounded ring of the most recent events, in index order.
+/// What one revision changed, as each API sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Change {
+    /// The revision (= the v2 index of the write).
+    pub rev: u64,
+    /// The v2 events (several for a v3 transaction touching several v2-visible keys).
+    pub v2: Vec<Arc<Event>>,
+    /// The v3 events, each with its `prev_kv` (stripped for watchers that did not ask for it).
+    pub v3: Vec<Pb<mvccpb::Event>>,
+}
+
+/// The retained changes, in revision order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
     capacity: usize,
-    /// The oldest index the history still answers for (0 until events were dropped).
-    start: u64,
-    events: VecDeque<Arc<Event>>,
+    /// The compaction revision: every change with `rev >= compacted` is retained (0: nothing dropped yet).
+    compacted: u64,
+    changes: VecDeque<Arc<Change>>,
 }
 
 impl History {
-    /// An empty history keeping at most `capacity` events.
+    /// An empty history keeping at most `capacity` revisions.
     pub fn new(capacity: usize) -> Self {
         History {
             capacity: capacity.max(1),
-            start: 0,
-            events: VecDeque::new(),
+            compacted: 0,
+            changes: VecDeque::new(),
         }
     }
 
-    /// Appends an event, dropping the oldest when full.
-    pub fn push(&mut self, ev: Arc<Event>) {
-        if self.events.len() >= self.capacity {
-            self.events.pop_front();
-            self.start = self
-                .events
-                .front()
-                .map(|e| e.index())
-                .unwrap_or_else(|| ev.index());
+    /// Appends a change, compacting the oldest revision away when full.
+    pub fn push(&mut self, ch: Arc<Change>) {
+        if self.changes.len() >= self.capacity
+            && let Some(old) = self.changes.pop_front()
+        {
+            self.compacted = self.compacted.max(old.rev + 1);
         }
-        self.events.push_back(ev);
+        self.changes.push_back(ch);
     }
 
-    /// The oldest index the history answers for.
+    /// Drops every change older than `rev`.
+    pub fn compact(&mut self, rev: u64) {
+        while self.changes.front().is_some_and(|c| c.rev < rev) {
+            self.changes.pop_front();
+        }
+        self.compacted = self.compacted.max(rev);
+    }
+
+    /// The oldest index the history answers for (the compaction revision).
     pub fn start_index(&self) -> u64 {
-        self.start
+        self.compacted
+    }
+
+    /// The retained changes with `rev >= since`, oldest first.
+    pub fn since(&self, since: u64) -> impl DoubleEndedIterator<Item = &Arc<Change>> {
+        let from = self.changes.partition_point(|c| c.rev < since);
+        self.changes.range(from..)
     }
 
     /// Whether `ev` is seen by a watch on `key` (`recursive` for the subtree), as etcd's history scan decides.
@@ -65,7 +91,7 @@ impl History {
         ok
     }
 
-    /// Every matching (non-refresh) event with index >= `since`, oldest first, at most `limit`.
+    /// Every matching (non-refresh) v2 event with index >= `since`, oldest first, at most `limit`.
     /// Fails with 401 when `since` is older than the history (`current` is the store index).
     pub fn scan(
         &self,
@@ -83,10 +109,9 @@ impl History {
                 current,
             ));
         }
-        let from = self.events.partition_point(|e| e.index() < since);
         Ok(self
-            .events
-            .range(from..)
+            .since(since)
+            .flat_map(|c| c.v2.iter())
             .filter(|e| !e.refresh && Self::matches(e, key, recursive))
             .take(limit)
             .cloned()

@@ -7,13 +7,24 @@ use tokio::sync::mpsc;
 
 use super::error::Error;
 use super::event::Event;
+use super::history::Change;
 use super::watch::{Hub, STREAM_BUFFER};
-use super::{Command, Stats, Store, path};
+use super::{Applied, Command, Stats, Store, V3Reply, path, watch_v3};
 
-/// The store plus its watch hub. Lock order: store, then hub.
+/// What applying one command returned to its proposer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Reply {
+    /// A v2 command's event or error.
+    V2(Result<Arc<Event>, Error>),
+    /// A v3 command's result.
+    V3(V3Reply),
+}
+
+/// The store plus its watch hubs. Lock order: store, then v2 hub, then v3 hub.
 pub struct Kv {
     store: RwLock<Store>,
     hub: Mutex<Hub>,
+    hub_v3: Mutex<watch_v3::Hub>,
     gets_success: AtomicU64,
     gets_fail: AtomicU64,
 }
@@ -47,6 +58,7 @@ impl Kv {
         Arc::new(Kv {
             store: RwLock::new(store),
             hub: Mutex::new(Hub::default()),
+            hub_v3: Mutex::new(watch_v3::Hub::default()),
             gets_success: AtomicU64::new(0),
             gets_fail: AtomicU64::new(0),
         })
@@ -64,35 +76,90 @@ impl Kv {
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a command and notifies watchers; returns the reply (none for expiry sweeps).
+    fn hub_v3(&self) -> MutexGuard<'_, watch_v3::Hub> {
+        self.hub_v3.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a command and notifies watchers; returns the v2 reply (none for expiry sweeps and v3 commands).
     pub fn apply(&self, cmd: &Command) -> Option<Result<Arc<Event>, Error>> {
-        let mut store = self.write();
-        let out = store.apply(cmd);
-        if !out.notify.is_empty() {
-            let mut hub = self.hub();
-            for ev in &out.notify {
-                hub.notify(ev);
-            }
+        match self.apply_all(std::slice::from_ref(cmd)).pop().flatten() {
+            Some(Reply::V2(r)) => Some(r),
+            _ => None,
         }
-        out.reply
     }
 
     /// Applies commands in order under one lock; returns each reply.
-    pub fn apply_all(&self, cmds: &[Command]) -> Vec<Option<Result<Arc<Event>, Error>>> {
+    pub fn apply_all(&self, cmds: &[Command]) -> Vec<Option<Reply>> {
         let mut store = self.write();
         let mut replies = Vec::with_capacity(cmds.len());
         let mut hub = None;
+        let mut hub_v3 = None;
         for cmd in cmds {
-            let out = store.apply(cmd);
+            let out: Applied = store.apply(cmd);
             if !out.notify.is_empty() {
                 let hub = hub.get_or_insert_with(|| self.hub());
                 for ev in &out.notify {
                     hub.notify(ev);
                 }
             }
-            replies.push(out.reply);
+            if !out.changes.is_empty() {
+                let hub = hub_v3.get_or_insert_with(|| self.hub_v3());
+                for ch in &out.changes {
+                    hub.notify(ch);
+                }
+            }
+            replies.push(match (out.reply, out.v3) {
+                (Some(r), _) => Some(Reply::V2(r)),
+                (None, Some(r)) => Some(Reply::V3(r)),
+                (None, None) => None,
+            });
         }
         replies
+    }
+
+    /// Runs `f` on the store under the read lock (v3 reads).
+    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&self.read())
+    }
+
+    /// Registers a v3 watcher from `start` (0: the next revision): returns its hub id, the retained revisions it
+    /// must be sent first, and the current revision; or the compaction revision when `start` is older.
+    pub fn watch_v3(
+        &self,
+        watch_id: i64,
+        spec: watch_v3::Spec,
+        start: u64,
+        sink: watch_v3::Sink,
+    ) -> Result<(u64, Vec<Arc<Change>>, u64), u64> {
+        let store = self.read();
+        let current = store.index();
+        let compacted = store.compacted();
+        if start > 0 && start < compacted {
+            return Err(compacted);
+        }
+        let past: Vec<Arc<Change>> = if start > 0 && start <= current {
+            store
+                .history()
+                .since(start)
+                .filter(|c| c.v3.iter().any(|e| spec.wants(e)))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let since = start.max(current + 1);
+        let id = self.hub_v3().add(watch_id, spec, since, sink);
+        Ok((id, past, current))
+    }
+
+    /// Removes a v3 watcher.
+    pub fn unwatch_v3(&self, id: u64) {
+        self.hub_v3().remove(id);
+    }
+
+    /// How many v3 watchers are registered.
+    pub fn watchers_v3(&self) -> usize {
+        self.hub_v3().count()
     }
 
     /// Runs `f` on the store under the write lock (raft bookkeeping such as index bumps).

@@ -6,11 +6,14 @@ pub mod error;
 pub mod event;
 pub mod history;
 pub mod kv;
+pub mod mvcc;
 pub mod node;
 pub mod path;
+pub mod pb;
 pub mod stats;
 pub mod time;
 pub mod watch;
+pub mod watch_v3;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 pub use error::Error;
 pub use event::{Action, Event, NodeView};
-pub use history::History;
+pub use history::{Change, History};
 pub use kv::{Kv, Watch};
+pub use mvcc::V3Error;
 use node::Node;
+pub use pb::Pb;
 pub use stats::Stats;
 
 /// One write to the store.
@@ -99,6 +104,32 @@ pub enum Op {
     },
     /// Remove every node whose expiry is at or before the command's time (etcd's `SYNC`).
     ExpireDue,
+    /// A v3 transaction; Put and DeleteRange travel as one-op transactions.
+    Txn(Pb<proto::etcdserverpb::TxnRequest>),
+    /// Grants a v3 lease (the proposer picked the id and applied the minimum TTL).
+    LeaseGrant {
+        /// The lease id.
+        id: i64,
+        /// TTL in seconds.
+        ttl: i64,
+    },
+    /// Revokes a lease and deletes its keys.
+    LeaseRevoke {
+        /// The lease id.
+        id: i64,
+    },
+    /// Renews a lease to the command's time plus its TTL.
+    LeaseKeepAlive {
+        /// The lease id.
+        id: i64,
+    },
+    /// Renews every v3 lease: proposed by a new leader, so leases never expire early across leader changes.
+    LeaseExtend,
+    /// Compacts the revision history.
+    Compact {
+        /// Every revision before this one is forgotten.
+        revision: i64,
+    },
     /// Cluster bookkeeping that etcd records in its hidden `/0` tree (member attributes, cluster version):
     /// it only advances the index, so indexes match etcd's.
     Internal {
@@ -116,13 +147,40 @@ pub struct Command {
     pub op: Op,
 }
 
+/// What a v3 command returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum V3Out {
+    /// A transaction's (or Put's, or DeleteRange's) response; the header carries only the revision.
+    Txn(Pb<proto::etcdserverpb::TxnResponse>),
+    /// A lease's TTL (grant, keep-alive).
+    Lease {
+        /// TTL in seconds.
+        ttl: i64,
+    },
+    /// Done (revoke, compact, extend).
+    Done,
+}
+
+/// A v3 command's result and the store revision after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct V3Reply {
+    /// The store revision after the command.
+    pub revision: u64,
+    /// The result.
+    pub result: Result<V3Out, V3Error>,
+}
+
 /// What applying a command produced.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
-    /// The reply: the event (none for `ExpireDue`) or the etcd error.
+    /// The reply of a v2 command: the event (none for `ExpireDue`) or the etcd error.
     pub reply: Option<Result<Arc<Event>, Error>>,
-    /// Events watchers must be told about, in order.
+    /// The reply of a v3 command.
+    pub v3: Option<V3Reply>,
+    /// v2 events watchers must be told about, in order.
     pub notify: Vec<Arc<Event>>,
+    /// The revisions the command made, in order (for v3 watchers).
+    pub changes: Vec<Arc<Change>>,
 }
 
 /// The v2 store. It serialises flat (one record per node), so deep trees neither hit serde_json's
@@ -134,6 +192,9 @@ pub struct Store {
     history: History,
     ttl: BTreeSet<(i64, String)>,
     stats: Stats,
+    mvcc: mvcc::Mvcc,
+    /// Changes committed by the command being applied.
+    committed: Vec<Arc<Change>>,
 }
 
 /// The most components a key may have: bounds every recursion over the tree.
@@ -155,6 +216,12 @@ struct Image {
     index: u64,
     history: History,
     nodes: Vec<FlatNode>,
+    #[serde(default)]
+    kvs: Vec<Pb<proto::mvccpb::KeyValue>>,
+    #[serde(default)]
+    leases: Vec<(i64, mvcc::Lease)>,
+    #[serde(default)]
+    lease_seq: i64,
 }
 
 impl Serialize for Store {
@@ -183,11 +250,17 @@ impl Serialize for Store {
             index: u64,
             history: &'a History,
             nodes: Vec<FlatNode>,
+            kvs: Vec<Pb<proto::mvccpb::KeyValue>>,
+            leases: Vec<(i64, &'a mvcc::Lease)>,
+            lease_seq: i64,
         }
         ImageRef {
             index: self.index,
             history: &self.history,
             nodes,
+            kvs: self.mvcc.kvs.values().map(|kv| Pb(kv.clone())).collect(),
+            leases: self.mvcc.leases.iter().map(|(id, l)| (*id, l)).collect(),
+            lease_seq: self.mvcc.lease_seq,
         }
         .serialize(s)
     }
@@ -225,6 +298,16 @@ impl<'de> Deserialize<'de> for Store {
             };
             children.insert(name, node);
         }
+        for kv in img.kvs {
+            store.mvcc.kvs.insert(kv.0.key.clone(), kv.0);
+        }
+        for (id, l) in img.leases {
+            if !l.v2 {
+                store.mvcc.due.insert((l.deadline, id));
+            }
+            store.mvcc.leases.insert(id, l);
+        }
+        store.mvcc.lease_seq = img.lease_seq;
         Ok(store)
     }
 }
@@ -254,6 +337,8 @@ impl Store {
             history: History::new(history_capacity),
             ttl: BTreeSet::new(),
             stats: Stats::default(),
+            mvcc: mvcc::Mvcc::default(),
+            committed: Vec::new(),
         }
     }
 
@@ -277,9 +362,13 @@ impl Store {
         &self.history
     }
 
-    /// The earliest expiry time of any node.
+    /// The earliest expiry time of any node or v3 lease.
     pub fn next_expiry(&self) -> Option<i64> {
-        self.ttl.first().map(|(t, _)| *t)
+        let node = self.ttl.first().map(|(t, _)| *t);
+        match (node, self.next_lease_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn lookup(&self, key: &str) -> Result<&Node, Error> {
@@ -405,24 +494,73 @@ impl Store {
                 r
             }
             Op::ExpireDue => {
-                self.expire_due(now, &mut out.notify);
-                return out;
+                self.expire_leases(now);
+                self.expire_due(now);
+                return self.finish(out);
             }
             Op::Internal { writes } => {
                 self.index += writes;
                 return out;
             }
+            Op::Txn(t) => {
+                let r = self.apply_txn(t, now).map(|t| V3Out::Txn(Pb(t)));
+                return self.finish_v3(out, r);
+            }
+            Op::LeaseGrant { id, ttl } => {
+                let r = self
+                    .lease_grant(*id, *ttl, now)
+                    .map(|_| V3Out::Lease { ttl: *ttl });
+                return self.finish_v3(out, r);
+            }
+            Op::LeaseRevoke { id } => {
+                let r = self
+                    .lease_revoke(*id, Action::Delete, now)
+                    .map(|_| V3Out::Done);
+                return self.finish_v3(out, r);
+            }
+            Op::LeaseKeepAlive { id } => {
+                let r = self.lease_renew(*id, now).map(|ttl| V3Out::Lease { ttl });
+                return self.finish_v3(out, r);
+            }
+            Op::LeaseExtend => {
+                self.lease_extend_all(now);
+                return self.finish_v3(out, Ok(V3Out::Done));
+            }
+            Op::Compact { revision } => {
+                let r = self.compact(*revision).map(|_| V3Out::Done);
+                return self.finish_v3(out, r);
+            }
         };
         match res {
             Ok(ev) => {
                 let ev = Arc::new(ev);
-                self.history.push(ev.clone());
-                if !ev.refresh {
-                    out.notify.push(ev.clone());
-                }
+                self.mvcc.pending_v2.push(ev.clone());
+                self.commit_pending(self.index);
                 out.reply = Some(Ok(ev));
             }
-            Err(e) => out.reply = Some(Err(e)),
+            Err(e) => {
+                self.mvcc.pending_v2.clear();
+                self.mvcc.pending_v3.clear();
+                out.reply = Some(Err(e));
+            }
+        }
+        self.finish(out)
+    }
+
+    fn finish_v3(&mut self, mut out: Applied, result: Result<V3Out, V3Error>) -> Applied {
+        out.v3 = Some(V3Reply {
+            revision: self.index,
+            result,
+        });
+        self.finish(out)
+    }
+
+    /// Hands the committed changes and the v2 events to notify to the caller.
+    fn finish(&mut self, mut out: Applied) -> Applied {
+        out.changes = std::mem::take(&mut self.committed);
+        for ch in &out.changes {
+            out.notify
+                .extend(ch.v2.iter().filter(|e| !e.refresh).cloned());
         }
         out
     }
@@ -577,10 +715,15 @@ impl Store {
         let mut view = node.repr(&key, false, now);
         view.nodes.clear();
         let old = d.children_mut().and_then(|c| c.insert(name, node.clone()));
-        if let Some(old) = old {
-            self.untrack(&key, &old);
+        if let Some(old) = &old {
+            self.untrack(&key, old);
         }
         self.track(&key, &node);
+        if !dir {
+            self.mirror_put(&key, value, next, next, expire, now);
+        } else if old.is_some() {
+            self.mirror_delete(key.as_bytes(), next);
+        }
         self.index = next;
         Ok(Event {
             action,
@@ -640,6 +783,9 @@ impl Store {
         }
         let updated = n.clone();
         self.track(&key, &updated);
+        if !updated.is_dir() {
+            self.mirror_put(&key, updated.value(), created, next, expire, now);
+        }
         self.index = next;
         Ok(Event {
             action: Action::Update,
@@ -708,6 +854,7 @@ impl Store {
         let updated = n.clone();
         let view = updated.repr(&key, false, now);
         self.track(&key, &updated);
+        self.mirror_put(&key, &value, updated.created, next, expire, now);
         self.index = next;
         Ok(Event {
             action: Action::CompareAndSwap,
@@ -760,6 +907,9 @@ impl Store {
     fn remove(&mut self, key: &str, action: Action, now: i64) -> Event {
         let next = self.index + 1;
         let node = self.detach(key);
+        if let Some(n) = &node {
+            self.mirror_delete_tree(key, n, next);
+        }
         let (prev, created, dir) = match &node {
             Some(n) => (Some(n.repr(key, false, now)), n.created, n.is_dir()),
             None => (None, 0, false),
@@ -780,7 +930,7 @@ impl Store {
         }
     }
 
-    fn expire_due(&mut self, now: i64, notify: &mut Vec<Arc<Event>>) {
+    fn expire_due(&mut self, now: i64) {
         while let Some((t, key)) = self.ttl.first().cloned() {
             if t > now {
                 break;
@@ -791,8 +941,8 @@ impl Store {
             }
             let ev = Arc::new(self.remove(&key, Action::Expire, now));
             self.stats.expire_count += 1;
-            self.history.push(ev.clone());
-            notify.push(ev);
+            self.mvcc.pending_v2.push(ev);
+            self.commit_pending(self.index);
         }
     }
 }

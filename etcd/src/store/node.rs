@@ -127,6 +127,18 @@ impl Node {
         v
     }
 
+    /// Calls `f(key)` for every file at or below this node.
+    pub fn each_file(&self, key: &str, f: &mut dyn FnMut(&str)) {
+        match &self.kind {
+            Kind::File(_) => f(key),
+            Kind::Dir(children) => {
+                for (name, child) in children {
+                    child.each_file(&path::join(key, name), f);
+                }
+            }
+        }
+    }
+
     /// Calls `f(key, expire)` for this node and every node below it that has an expiry.
     pub fn each_expiring(&self, key: &str, f: &mut dyn FnMut(&str, i64)) {
         if let Some(e) = self.expire {

@@ -6,3 +6,5 @@ mod differential;
 mod etcdctl;
 mod etcdctl_v3;
 mod support;
+mod v3_client;
+mod v3_etcd_client;
