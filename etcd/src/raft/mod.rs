@@ -507,7 +507,7 @@ impl Router {
     pub(crate) async fn local_change(
         &self,
         change: members::Change,
-    ) -> Result<Result<Member, MemberError>, Refused> {
+    ) -> Result<Result<(Member, u64), MemberError>, Refused> {
         let st = self.raft.metrics().borrow().clone();
         if st.current_leader != Some(self.id()) {
             return Err(Refused::NotLeader(st.current_leader));
@@ -602,11 +602,27 @@ impl Router {
                 (ChangeMembers::AddVoterIds(BTreeSet::from([id])), m.member)
             }
         };
-        let res =
-            tokio::time::timeout(CHANGE_TIMEOUT, self.raft.change_membership(changes, false)).await;
+        let res = tokio::time::timeout(CHANGE_TIMEOUT, async {
+            loop {
+                match self.raft.change_membership(changes.clone(), false).await {
+                    // One change at a time (a promotion may be under way): wait for it to finish.
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ChangeMembershipError(
+                            openraft::error::ChangeMembershipError::InProgress(_),
+                        ),
+                    )) => {
+                        let mut rx = self.raft.metrics();
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await;
         match res {
             Err(_) => Ok(Err(MemberError::Unavailable("request timed out".into()))),
-            Ok(Ok(_)) => Ok(Ok(reply)),
+            Ok(Ok(resp)) => Ok(Ok((reply, resp.log_id.index))),
             Ok(Err(e)) => match e.forward_to_leader() {
                 Some(f) => Err(Refused::NotLeader(f.leader_id)),
                 None => Ok(Err(MemberError::Unavailable(e.to_string()))),
@@ -638,6 +654,7 @@ impl Router {
     /// A membership change from any member: carried out here if this member leads, else by the leader.
     async fn change(&self, change: members::Change) -> Result<Member, MemberError> {
         let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+        let mut retried = false;
         loop {
             let Some(leader) = self.leader(deadline).await else {
                 return Err(MemberError::Unavailable("no leader".into()));
@@ -654,7 +671,7 @@ impl Router {
                 };
                 let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match conn
-                    .call::<_, Result<Result<Member, MemberError>, Refused>>(
+                    .call::<_, Result<Result<(Member, u64), MemberError>, Refused>>(
                         Rpc::ChangeMembers,
                         &change,
                         ttl,
@@ -670,12 +687,43 @@ impl Router {
                 }
             };
             match res {
-                Ok(r) => return r,
+                Ok(Ok((member, _)))
+                    if member.id == self.id()
+                        && matches!(change, members::Change::Remove { .. }) =>
+                {
+                    // This member was removed: the leader need not replicate the rest to it.
+                    return Ok(member);
+                }
+                Ok(Ok((member, index))) => {
+                    // Like etcd, answer once this member has applied the change too, so its member list
+                    // shows it.
+                    let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.raft
+                        .wait(Some(ttl))
+                        .applied_index_at_least(Some(index), "membership change")
+                        .await
+                        .map_err(|_| MemberError::Unavailable("request timed out".into()))?;
+                    return Ok(member);
+                }
+                // A leader that removed itself steps down before it can answer: the retry finds the
+                // member gone, which is what was asked.
+                Ok(Err(MemberError::NotFound(id)))
+                    if retried && matches!(change, members::Change::Remove { .. }) =>
+                {
+                    return Ok(Member {
+                        id,
+                        name: String::new(),
+                        peer_urls: Vec::new(),
+                        client_urls: Vec::new(),
+                    });
+                }
+                Ok(Err(e)) => return Err(e),
                 Err(Refused::Failed(e)) => return Err(MemberError::Unavailable(e.to_string())),
                 Err(Refused::NotLeader(_)) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(MemberError::Unavailable("request timed out".into()));
                     }
+                    retried = true;
                     self.settle(deadline).await;
                 }
             }

@@ -188,6 +188,8 @@ pub struct FollowerStats {
     pub maximum: f64,
     /// When the follower last answered.
     pub last_ok: Option<Instant>,
+    /// When a call to the follower last failed.
+    pub last_fail: Option<Instant>,
 }
 
 impl FollowerStats {
@@ -238,18 +240,24 @@ impl PeerStats {
             let s = f.entry(target).or_default();
             match outcome {
                 Ok(l) => s.record(l),
-                Err(()) => s.fail += 1,
+                Err(()) => {
+                    s.fail += 1;
+                    s.last_fail = Some(Instant::now());
+                }
             }
         }
     }
 
-    /// Members the leader heard from within `within`.
+    /// Members the leader heard from within `within`, whose last call did not fail.
     pub fn recently_heard(&self, within: Duration) -> Vec<u64> {
         let Ok(f) = self.followers.lock() else {
             return Vec::new();
         };
         f.iter()
-            .filter(|(_, s)| s.last_ok.is_some_and(|t| t.elapsed() <= within))
+            .filter(|(_, s)| {
+                s.last_ok
+                    .is_some_and(|ok| ok.elapsed() <= within && s.last_fail.is_none_or(|f| f < ok))
+            })
             .map(|(id, _)| *id)
             .collect()
     }

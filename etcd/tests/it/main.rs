@@ -1,8 +1,10 @@
 //! Integration tests of the etcd crate: HTTP API, differential runs against Debian's etcd, crash safety.
 
 mod api;
+mod cluster;
 mod crash;
 mod differential;
 mod etcdctl;
 mod etcdctl_v3;
+mod linearizability;
 mod support;
