@@ -1,7 +1,9 @@
 //! Command-line flags and `ETCD_*` variables (Go flag syntax accepted), validated once into [`Settings`].
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -39,7 +41,6 @@ const UNSUPPORTED: &[&str] = &[
     "listen-metrics-urls",
     "metrics",
     "force-new-cluster",
-    "strict-reconfig-check",
     "max-snapshots",
     "max-wals",
     "grpc-keepalive-min-time",
@@ -126,6 +127,9 @@ pub struct Flags {
         default_value = "etcd-cluster"
     )]
     pub initial_cluster_token: String,
+    /// Refuse membership changes that would leave fewer started members than a quorum (set false to force).
+    #[arg(long = "strict-reconfig-check", env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool)]
+    pub strict_reconfig_check: bool,
     /// Accepted for compatibility: the v2 API is always on.
     #[arg(long = "enable-v2", env = "ETCD_ENABLE_V2", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub enable_v2: Option<bool>,
@@ -242,6 +246,17 @@ pub struct Settings {
     pub history_capacity: usize,
     /// Automatic compaction (`--auto-compaction-*`), if on.
     pub auto_compaction: Option<AutoCompaction>,
+    /// Listen URLs for peers.
+    pub listen_peer_urls: Vec<url::Url>,
+    /// The members of `--initial-cluster`: id → peer URLs.
+    pub initial_members: BTreeMap<u64, Vec<String>>,
+    /// `--initial-cluster-state existing`: join a running cluster (the ids come from it).
+    pub join_existing: bool,
+    /// `--strict-reconfig-check`.
+    pub strict_reconfig: bool,
+    /// Bound peer listeners handed to [`crate::run`] (the binary binds `listen_peer_urls`; in-process
+    /// single-member servers need none).
+    pub peer_listeners: PeerListeners,
 }
 
 /// etcd's automatic compaction.
@@ -291,6 +306,25 @@ fn auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>
         m => Err(ConfigError::Unsupported(format!(
             "--auto-compaction-mode {m:?}: must be periodic or revision"
         ))),
+    }
+}
+
+/// Already-bound peer listeners, taken once by [`crate::run`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerListeners(Arc<Mutex<Vec<std::net::TcpListener>>>);
+
+impl PeerListeners {
+    /// Wraps bound listeners.
+    pub fn new(listeners: Vec<std::net::TcpListener>) -> Self {
+        PeerListeners(Arc::new(Mutex::new(listeners)))
+    }
+
+    /// Takes the listeners (empty the second time).
+    pub fn take(&self) -> Vec<std::net::TcpListener> {
+        self.0
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
     }
 }
 
@@ -426,7 +460,7 @@ impl Flags {
             .iter()
             .map(url_string)
             .collect();
-        urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_peer_urls = urls("listen-peer-urls", &self.listen_peer_urls)?;
         let own_peers: Vec<String> = urls(
             "initial-advertise-peer-urls",
             &self.initial_advertise_peer_urls,
@@ -458,25 +492,36 @@ impl Flags {
                 self.name
             )));
         };
-        if members.len() > 1 {
-            return Err(ConfigError::Unsupported(
-                "multi-member clusters are not supported yet: --initial-cluster must name only this member".into(),
-            ));
+        let (mut mine, mut theirs) = (peers.clone(), own_peers.clone());
+        mine.sort();
+        theirs.sort();
+        if self.initial_cluster.is_some() && mine != theirs {
+            return Err(ConfigError::InitialCluster(format!(
+                "{:?} has peer URLs {} but --initial-advertise-peer-urls is {}",
+                self.name,
+                peers.join(","),
+                own_peers.join(",")
+            )));
         }
-        match self.initial_cluster_state.as_str() {
-            "new" => {}
-            "existing" => {
-                return Err(ConfigError::Unsupported(
-                    "--initial-cluster-state existing (joining a cluster) is not supported yet"
-                        .into(),
-                ));
-            }
+        let join_existing = match self.initial_cluster_state.as_str() {
+            "new" => false,
+            "existing" => true,
             s => {
                 return Err(ConfigError::Unsupported(format!(
                     "--initial-cluster-state {s:?}: must be new or existing"
                 )));
             }
+        };
+        let mut initial_members = BTreeMap::new();
+        for (name, urls) in &members {
+            let id = cluster::member_id(urls, &self.initial_cluster_token);
+            if initial_members.insert(id, urls.clone()).is_some() {
+                return Err(ConfigError::InitialCluster(format!(
+                    "member {name:?} has the same peer URLs (and so the same id) as another member"
+                )));
+            }
         }
+        let ids: Vec<u64> = initial_members.keys().copied().collect();
         let member_id = cluster::member_id(peers, &self.initial_cluster_token);
         Ok(Settings {
             name: self.name.clone(),
@@ -489,7 +534,7 @@ impl Flags {
             peer_urls: peers.clone(),
             token: self.initial_cluster_token.clone(),
             member_id,
-            cluster_id: cluster::cluster_id(&[member_id]),
+            cluster_id: cluster::cluster_id(&ids),
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
@@ -499,6 +544,11 @@ impl Flags {
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
             )?,
+            listen_peer_urls,
+            initial_members,
+            join_existing,
+            strict_reconfig: self.strict_reconfig_check,
+            peer_listeners: PeerListeners::default(),
         })
     }
 }

@@ -168,12 +168,37 @@ async fn auto_compact(
     }
 }
 
+/// A member joining an existing cluster learns its id and the cluster id: from its data dir after the first
+/// start, else from the members named in `--initial-cluster` (it must have been added with `member add`).
+async fn resolve_joining_identity<B: Backend>(b: &B, s: &mut Settings) -> Result<(), RunError> {
+    if let Some(bytes) = b.get_meta("identity")?
+        && let Ok(stored) = serde_json::from_slice::<Identity>(&bytes)
+        && stored.name == s.name
+    {
+        s.member_id = stored.member_id;
+        s.cluster_id = stored.cluster_id;
+        return Ok(());
+    }
+    let peers: Vec<String> = s
+        .initial_members
+        .values()
+        .filter(|urls| **urls != s.peer_urls)
+        .filter_map(|urls| urls.first().cloned())
+        .collect();
+    let (member, cluster) = raft::discover_identity(&peers, &s.peer_urls, s.election * 30)
+        .await
+        .map_err(RunError::Identity)?;
+    s.member_id = member;
+    s.cluster_id = cluster;
+    Ok(())
+}
+
 /// How often the leader checks for expired keys (etcd's SYNC tick).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
 /// Runs a member until `shutdown` fires.
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
@@ -187,6 +212,9 @@ pub async fn run(
                 why: format!("the database failed while opening: {e}"),
             })
         })??;
+    if settings.join_existing {
+        resolve_joining_identity(&backend, &mut settings).await?;
+    }
     check_identity(&backend, &settings)?;
     backend.flush().await?;
     let backend = Arc::new(backend);
@@ -197,10 +225,21 @@ pub async fn run(
         heartbeat: settings.heartbeat,
         election: settings.election,
         snapshot_count: settings.snapshot_count,
+        cluster_id: settings.cluster_id,
+        token: settings.token.clone(),
+        initial_members: settings.initial_members.clone(),
+        join_existing: settings.join_existing,
+        strict_reconfig: settings.strict_reconfig,
     };
     let node = raft::RaftNode::start(params, backend.clone(), kv).await?;
+    node.serve_peers(settings.peer_listeners.take())
+        .map_err(|e| RunError::Internal(format!("serving the peer listeners: {e}")))?;
     let wait = settings.election * 5;
-    node.publish(node.is_fresh(), wait)
+    let attrs = raft::Attributes {
+        name: settings.name.clone(),
+        client_urls: settings.advertise_client_urls.clone(),
+    };
+    node.publish(node.is_fresh(), wait, attrs, &shutdown)
         .await
         .map_err(|e| RunError::Internal(format!("publishing member attributes: {e}")))?;
     let settings = Arc::new(settings);

@@ -24,38 +24,20 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let settings = flags.settings().context("invalid configuration")?;
+    let mut settings = flags.settings().context("invalid configuration")?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
         let mut listeners = Vec::new();
         for u in &settings.listen_client_urls {
-            let host = u
-                .host_str()
-                .unwrap_or("localhost")
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let port = u.port_or_known_default().unwrap_or(2379);
-            // A name such as localhost may resolve to both 127.0.0.1 and ::1: listen on each.
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
-                .await
-                .with_context(|| format!("resolving {u}"))?
-                .collect();
-            let mut bound = 0;
-            let mut last_err = None;
-            for a in addrs {
-                match tokio::net::TcpListener::bind(a).await {
-                    Ok(l) => {
-                        listeners.push(l);
-                        bound += 1;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-            }
-            if bound == 0 {
-                let e = last_err.unwrap_or_else(|| std::io::Error::other("no address"));
-                return Err(anyhow::Error::new(e).context(format!("listening on {u}")));
+            listeners.extend(bind(u, 2379).await?);
+        }
+        let mut peers = Vec::new();
+        for u in &settings.listen_peer_urls {
+            for l in bind(u, 2380).await? {
+                peers.push(l.into_std().context("peer listener")?);
             }
         }
+        settings.peer_listeners = etcd::config::PeerListeners::new(peers);
         let token = CancellationToken::new();
         let t = token.clone();
         tokio::spawn(async move {
@@ -74,4 +56,31 @@ fn main() -> anyhow::Result<()> {
             .await
             .context("etcd failed")
     })
+}
+
+/// Binds every address `u`'s host resolves to (a name such as localhost may resolve to both 127.0.0.1 and ::1).
+async fn bind(u: &url::Url, default_port: u16) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let host = u
+        .host_str()
+        .unwrap_or("localhost")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = u.port_or_known_default().unwrap_or(default_port);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {u}"))?
+        .collect();
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for a in addrs {
+        match tokio::net::TcpListener::bind(a).await {
+            Ok(l) => out.push(l),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if out.is_empty() {
+        let e = last_err.unwrap_or_else(|| std::io::Error::other("no address"));
+        return Err(anyhow::Error::new(e).context(format!("listening on {u}")));
+    }
+    Ok(out)
 }

@@ -761,11 +761,27 @@ fn member(conn: &Conn, p: &Parsed, out: &mut dyn Write) -> Result<(), Failure> {
                 return Err(fail(EXIT_BAD_ARGS, output::message(&r)));
             }
             let v = output::json(&r)?;
-            let _ = writeln!(
-                out,
-                "Added member named {name} with ID {} to cluster",
-                v["id"].as_str().unwrap_or("")
-            );
+            let new_id = v["id"].as_str().unwrap_or("").to_string();
+            let _ = writeln!(out, "Added member named {name} with ID {new_id} to cluster");
+            // etcdctl then lists the members to print the new member's configuration.
+            let r = conn.request("GET", "/v2/members", None, Some(conn.timeout))?;
+            let list = output::json(&r)?;
+            let mut conf = Vec::new();
+            for m in list["members"].as_array().into_iter().flatten() {
+                let id = m["id"].as_str().unwrap_or("");
+                let n = if id == new_id {
+                    name.as_str()
+                } else {
+                    m["name"].as_str().unwrap_or("")
+                };
+                for u in m["peerURLs"].as_array().into_iter().flatten() {
+                    conf.push(format!("{n}={}", u.as_str().unwrap_or("")));
+                }
+            }
+            let _ = writeln!(out);
+            let _ = writeln!(out, "ETCD_NAME={name:?}");
+            let _ = writeln!(out, "ETCD_INITIAL_CLUSTER={:?}", conf.join(","));
+            let _ = writeln!(out, "ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
             Ok(())
         }
         "remove" | "update" => {
@@ -796,12 +812,11 @@ fn member(conn: &Conn, p: &Parsed, out: &mut dyn Write) -> Result<(), Failure> {
             if r.status != 204 {
                 return Err(fail(EXIT_BAD_ARGS, output::message(&r)));
             }
-            let verb = if sub == "remove" {
-                "Removed"
+            if sub == "remove" {
+                let _ = writeln!(out, "Removed member {id} from cluster");
             } else {
-                "Updated"
-            };
-            let _ = writeln!(out, "{verb} member {id} from cluster");
+                let _ = writeln!(out, "Updated member with ID {id} in cluster");
+            }
             Ok(())
         }
         other => Err(fail(

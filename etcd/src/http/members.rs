@@ -10,6 +10,7 @@ use super::App;
 use super::error::message;
 use crate::cluster::Member;
 use crate::config::{CLUSTER_VERSION, ETCD_VERSION};
+use crate::raft::MemberError;
 use crate::store::time::{now_ns, rfc3339_nano};
 
 fn json_reply(status: StatusCode, body: String) -> Response {
@@ -26,13 +27,67 @@ fn with_cluster(app: &App, mut r: Response) -> Response {
     r
 }
 
-fn me(app: &App) -> Member {
-    Member {
-        id: app.settings.member_id,
-        name: app.settings.name.clone(),
-        peer_urls: app.settings.peer_urls.clone(),
-        client_urls: app.settings.advertise_client_urls.clone(),
+fn member_list(app: &App) -> Vec<Member> {
+    app.node.members().into_iter().map(|m| m.member).collect()
+}
+
+/// THE map from membership errors to etcd's HTTP replies.
+fn member_error(e: &MemberError) -> Response {
+    let status = match e {
+        MemberError::NotFound(_) => StatusCode::NOT_FOUND,
+        MemberError::PeerUrlExists | MemberError::IdExists => StatusCode::CONFLICT,
+        MemberError::LearnerNotReady | MemberError::NotLearner => StatusCode::PRECONDITION_FAILED,
+        // etcd answers 500 for these; the message says why.
+        MemberError::NotEnoughStarted | MemberError::Unavailable(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    message(status, &e.to_string())
+}
+
+/// Reads `{"peerURLs":[...]}` from a JSON request, answering etcd's errors for a bad one.
+async fn peer_urls_body(req: Request) -> Result<Vec<String>, Response> {
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !ct.starts_with("application/json") {
+        return Err(message(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("Bad Content-Type {ct}, accept application/json"),
+        ));
     }
+    let body = axum::body::to_bytes(req.into_body(), 1024 * 1024)
+        .await
+        .map_err(|e| message(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct Req {
+        #[serde(rename = "peerURLs", default)]
+        peer_urls: Vec<String>,
+    }
+    let r: Req = serde_json::from_slice(&body)
+        .map_err(|e| message(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    if r.peer_urls.is_empty() {
+        return Err(message(StatusCode::BAD_REQUEST, "no peerURLs given"));
+    }
+    let mut out = Vec::new();
+    for u in &r.peer_urls {
+        let parsed = url::Url::parse(u).ok().filter(|p| {
+            matches!(p.scheme(), "http" | "https" | "unix" | "unixs") && p.host_str().is_some()
+        });
+        match parsed {
+            Some(p) => out.push(p.as_str().trim_end_matches('/').to_string()),
+            None => {
+                return Err(message(
+                    StatusCode::BAD_REQUEST,
+                    &format!("URL scheme must be http, https, unix, or unixs: {u}"),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /version`.
@@ -59,43 +114,36 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     r
 }
 
-/// `GET /v2/machines`: the client URLs, comma-separated.
+/// `GET /v2/machines`: every member's client URLs, comma-separated.
 pub async fn machines(State(app): State<Arc<App>>) -> Response {
-    app.settings
-        .advertise_client_urls
+    member_list(&app)
+        .iter()
+        .flat_map(|m| m.client_urls.iter().cloned())
+        .collect::<Vec<_>>()
         .join(", ")
         .into_response()
 }
 
-/// `/v2/members`: the list (GET); adding members needs the multi-member transport.
+/// `/v2/members`: the list (GET) and adding a member (POST).
 pub async fn members(State(app): State<Arc<App>>, req: Request) -> Response {
     let r = match *req.method() {
         Method::GET | Method::HEAD => json_reply(
             StatusCode::OK,
             format!(
-                "{{\"members\":[{}]}}",
-                serde_json::to_string(&me(&app)).unwrap_or_default()
+                "{{\"members\":{}}}",
+                serde_json::to_string(&member_list(&app)).unwrap_or_else(|_| "[]".into())
             ),
         ),
-        Method::POST => {
-            let ct = req
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            if !ct.starts_with("application/json") {
-                message(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    &format!("Bad Content-Type {ct}, accept application/json"),
-                )
-            } else {
-                message(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "adding members is not supported yet (single-member server)",
-                )
-            }
-        }
+        Method::POST => match peer_urls_body(req).await {
+            Err(r) => r,
+            Ok(urls) => match app.node.add_member(urls, false).await {
+                Ok(m) => json_reply(
+                    StatusCode::CREATED,
+                    serde_json::to_string(&m).unwrap_or_default(),
+                ),
+                Err(e) => member_error(&e),
+            },
+        },
         _ => {
             let mut r = (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n").into_response();
             r.headers_mut()
@@ -106,27 +154,35 @@ pub async fn members(State(app): State<Arc<App>>, req: Request) -> Response {
     with_cluster(&app, r)
 }
 
-/// `/v2/members/leader` and `/v2/members/<id>`.
+/// `/v2/members/leader` and `/v2/members/<id>` (PUT updates peer URLs, DELETE removes).
 pub async fn member(State(app): State<Arc<App>>, Path(id): Path<String>, req: Request) -> Response {
     let method = req.method().clone();
+    let parsed = u64::from_str_radix(&id, 16).ok();
     let r = if id == "leader" && method == Method::GET {
-        if app.node.status().leader == Some(app.settings.member_id) {
-            json_reply(
+        let leader = app.node.status().leader;
+        match member_list(&app).into_iter().find(|m| Some(m.id) == leader) {
+            Some(m) => json_reply(
                 StatusCode::OK,
-                serde_json::to_string(&me(&app)).unwrap_or_default(),
-            )
-        } else {
-            message(StatusCode::SERVICE_UNAVAILABLE, "During election")
+                serde_json::to_string(&m).unwrap_or_default(),
+            ),
+            None => message(StatusCode::SERVICE_UNAVAILABLE, "During election"),
         }
     } else if method == Method::GET {
         message(StatusCode::NOT_FOUND, "Not found")
     } else if method == Method::DELETE || method == Method::PUT {
-        match u64::from_str_radix(&id, 16) {
-            Ok(n) if n == app.settings.member_id => message(
-                StatusCode::NOT_IMPLEMENTED,
-                "changing membership is not supported yet (single-member server)",
-            ),
-            _ => message(StatusCode::NOT_FOUND, &format!("No such member: {id}")),
+        match parsed {
+            None => message(StatusCode::NOT_FOUND, &format!("No such member: {id}")),
+            Some(n) if method == Method::DELETE => match app.node.remove_member(n).await {
+                Ok(_) => StatusCode::NO_CONTENT.into_response(),
+                Err(e) => member_error(&e),
+            },
+            Some(n) => match peer_urls_body(req).await {
+                Err(r) => r,
+                Ok(urls) => match app.node.update_member(n, urls).await {
+                    Ok(_) => StatusCode::NO_CONTENT.into_response(),
+                    Err(e) => member_error(&e),
+                },
+            },
         }
     } else {
         let mut r = (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n").into_response();
@@ -183,7 +239,7 @@ pub async fn stats_self(State(app): State<Arc<App>>) -> Response {
     }
     let body = SelfStats {
         name: &app.settings.name,
-        id: format!("{:x}", app.settings.member_id),
+        id: format!("{:x}", app.node.id()),
         state,
         start_time: rfc3339_nano(app.started),
         leader_info: LeaderInfo {
@@ -191,8 +247,16 @@ pub async fn stats_self(State(app): State<Arc<App>>) -> Response {
             uptime: go_duration(now_ns() - app.started),
             start_time: rfc3339_nano(app.started),
         },
-        recv_append_request_cnt: 0,
-        send_append_request_cnt: 0,
+        recv_append_request_cnt: app
+            .node
+            .peer_stats()
+            .received_appends
+            .load(std::sync::atomic::Ordering::Relaxed),
+        send_append_request_cnt: app
+            .node
+            .peer_stats()
+            .sent_appends
+            .load(std::sync::atomic::Ordering::Relaxed),
     };
     json_reply(
         StatusCode::OK,
@@ -205,12 +269,37 @@ pub async fn stats_leader(State(app): State<Arc<App>>) -> Response {
     if !app.node.status().is_leader {
         return message(StatusCode::FORBIDDEN, "not current leader");
     }
+    let me = app.node.id();
+    let stats = app
+        .node
+        .peer_stats()
+        .followers
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
+    let mut followers = serde_json::Map::new();
+    for m in app.node.members() {
+        if m.member.id == me {
+            continue;
+        }
+        let f = stats.get(&m.member.id).cloned().unwrap_or_default();
+        followers.insert(
+            format!("{:x}", m.member.id),
+            serde_json::json!({
+                "latency": {
+                    "current": f.current,
+                    "average": f.average,
+                    "standardDeviation": f.standard_deviation(),
+                    "minimum": f.minimum,
+                    "maximum": f.maximum,
+                },
+                "counts": {"fail": f.fail, "success": f.success},
+            }),
+        );
+    }
     json_reply(
         StatusCode::OK,
-        format!(
-            "{{\"leader\":\"{:x}\",\"followers\":{{}}}}",
-            app.settings.member_id
-        ),
+        serde_json::json!({"leader": format!("{me:x}"), "followers": followers}).to_string(),
     )
 }
 

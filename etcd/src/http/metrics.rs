@@ -54,6 +54,16 @@ pub async fn handle(State(app): State<Arc<App>>) -> Response {
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
         st.is_leader as u64,
     );
+    let me = app.node.id();
+    metric(
+        "etcd_server_is_learner",
+        "gauge",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+        app.node
+            .members()
+            .iter()
+            .any(|m| m.member.id == me && m.is_learner) as u64,
+    );
     metric(
         "etcd_server_proposals_applied_total",
         "gauge",

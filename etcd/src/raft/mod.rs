@@ -6,19 +6,25 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+pub mod members;
 mod network;
+mod peer_server;
 mod state_machine;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Member;
 use crate::storage::Backend;
 use crate::store::{self, Command, Event, Kv, Op};
+pub use members::{Attributes, MemberError, MemberStatus};
+use network::{CallError, PeerConn, Rpc};
+pub use network::{FollowerStats, PeerStats};
 
 pub(crate) type NodeId = u64;
 
@@ -51,34 +57,29 @@ type Pending = (Command, tokio::sync::oneshot::Sender<Committed>);
 /// batch's apply) gave smaller batches, more flushes and ~25% less throughput than 1 on a 2-core VM.
 const MAX_IN_FLIGHT: usize = 1;
 
-/// Proposes one batch and hands each caller its outcome.
+/// Proposes one batch (on the leader, or forwarded to it) and hands each caller its outcome.
 async fn propose_batch(
-    raft: openraft::Raft<TypeConfig>,
+    router: Router,
     cmds: Vec<Command>,
     txs: Vec<tokio::sync::oneshot::Sender<Committed>>,
 ) {
-    match raft.client_write(Proposal(cmds)).await {
-        Ok(resp) => {
-            let (index, term) = (resp.log_id.index, resp.log_id.leader_id.term);
-            let mut outcomes = resp.data.0.into_iter();
+    match router.submit(Proposal(cmds)).await {
+        Ok((reply, index, term)) => {
+            let mut outcomes = reply.0.into_iter();
             for tx in txs {
                 let _ = tx.send(Ok((outcomes.next().flatten(), index, term)));
             }
         }
         Err(e) => {
             for tx in txs {
-                let _ = tx.send(Err(store::Error::new(
-                    store::error::RAFT_INTERNAL,
-                    e.to_string(),
-                    0,
-                )));
+                let _ = tx.send(Err(e.clone()));
             }
         }
     }
 }
 
 /// Proposes queued writes in batches (group commit); writes arriving meanwhile form the next batch.
-async fn batcher(raft: openraft::Raft<TypeConfig>, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+async fn batcher(raft: Router, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
     use futures::StreamExt;
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut open = true;
@@ -129,6 +130,16 @@ pub struct RaftParams {
     pub election: Duration,
     /// Applied entries between snapshots.
     pub snapshot_count: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// The cluster token (runtime-added member ids derive from it).
+    pub token: String,
+    /// The members of `--initial-cluster` (id → peer URLs), for a new cluster.
+    pub initial_members: BTreeMap<u64, Vec<String>>,
+    /// Joining an existing cluster: wait to be added instead of initialising.
+    pub join_existing: bool,
+    /// Refuse membership changes that would leave fewer started members than a quorum.
+    pub strict_reconfig: bool,
 }
 
 /// Where the log and the applied state stand.
@@ -175,6 +186,45 @@ pub struct RaftNode {
     kv: Arc<Kv>,
     fresh: bool,
     proposals: tokio::sync::mpsc::Sender<Pending>,
+    router: Router,
+}
+
+/// What a follower needs to hand requests to the leader, and what the leader needs to serve them.
+#[derive(Clone)]
+pub(crate) struct Router {
+    raft: openraft::Raft<TypeConfig>,
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    id: u64,
+    cluster_id: u64,
+    token: String,
+    strict_reconfig: bool,
+    election: Duration,
+    attrs: members::AttributeTable,
+    stats: Arc<PeerStats>,
+    conns: std::sync::Mutex<HashMap<u64, PeerConn>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// The leader's answer to a forwarded proposal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Forwarded {
+    reply: Reply,
+    index: u64,
+    term: u64,
+    /// Each event's `X-Etcd-Index` (not part of the event's serialised form).
+    etcd_indexes: Vec<u64>,
+}
+
+/// A follower's reply when a request must go to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Refused {
+    /// This member is not the leader (the leader it knows, if any).
+    NotLeader(Option<u64>),
+    /// The request failed.
+    Failed(store::Error),
 }
 
 fn timed_out() -> store::Error {
@@ -185,8 +235,590 @@ fn timed_out() -> store::Error {
     )
 }
 
+fn internal(e: impl std::fmt::Display) -> store::Error {
+    store::Error::new(store::error::RAFT_INTERNAL, e.to_string(), 0)
+}
+
+/// How long a membership change may take.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How far behind the leader's log a learner may be when it is promoted.
+const PROMOTE_LAG: u64 = 100;
+
+/// How often the leader checks whether a learner can be promoted.
+const PROMOTE_TICK: Duration = Duration::from_millis(300);
+
+impl Router {
+    fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The peer URLs of a member, from the membership config.
+    fn addr_of(&self, id: u64) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    fn conn(&self, id: u64) -> Option<PeerConn> {
+        let addr = self.addr_of(id)?;
+        let mut conns = self.shared.conns.lock().ok()?;
+        let c = conns
+            .entry(id)
+            .or_insert_with(|| PeerConn::new(&addr))
+            .clone();
+        Some(c)
+    }
+
+    fn forget_conn(&self, id: u64) {
+        if let Ok(mut c) = self.shared.conns.lock() {
+            c.remove(&id);
+        }
+    }
+
+    /// Waits until a leader is known or the deadline passes.
+    async fn leader(&self, deadline: tokio::time::Instant) -> Option<u64> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Some(l);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Gives raft a moment to learn about a new leader before a retry.
+    async fn settle(&self, deadline: tokio::time::Instant) {
+        let mut rx = self.raft.metrics();
+        let until = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        let _ = tokio::time::timeout_at(until, rx.changed()).await;
+    }
+
+    /// Proposes on the leader: locally if this member leads, otherwise through the leader's peer port.
+    /// Retries only when the proposal cannot have been applied (no leader, not the leader, unreachable).
+    async fn submit(&self, p: Proposal) -> Result<(Reply, u64, u64), store::Error> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let Some(leader) = self.leader(deadline).await else {
+                return Err(timed_out());
+            };
+            let refused = if leader == self.id() {
+                match self.local_write(p.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(r) => r,
+                }
+            } else {
+                let Some(mut conn) = self.conn(leader) else {
+                    // The leader's address is not known here yet (a joining member).
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timed_out());
+                    }
+                    self.settle(deadline).await;
+                    continue;
+                };
+                let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let res: Result<Result<Forwarded, Refused>, CallError> =
+                    conn.call(Rpc::Forward, &p, ttl).await;
+                match res {
+                    Ok(Ok(f)) => return self.forwarded(f, deadline).await,
+                    Ok(Err(r)) => r,
+                    Err(CallError::Unreachable { .. }) => {
+                        self.forget_conn(leader);
+                        Refused::NotLeader(None)
+                    }
+                    Err(e) => {
+                        tracing::debug!("forwarding a write: {e}");
+                        return Err(timed_out());
+                    }
+                }
+            };
+            match refused {
+                Refused::Failed(e) => return Err(e),
+                Refused::NotLeader(_) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timed_out());
+                    }
+                    self.settle(deadline).await;
+                }
+            }
+        }
+    }
+
+    /// A forwarded write's result, once this member has applied the entry too (so a read here sees it, as
+    /// with etcd, where the proposing member replies after its own apply).
+    async fn forwarded(
+        &self,
+        f: Forwarded,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Reply, u64, u64), store::Error> {
+        let Forwarded {
+            mut reply,
+            index,
+            term,
+            etcd_indexes,
+        } = f;
+        // The event's index is not serialised with it; the leader sends it alongside.
+        for (outcome, ei) in reply.0.iter_mut().zip(etcd_indexes) {
+            if let Some(store::kv::Reply::V2(Ok(ev))) = outcome {
+                Arc::make_mut(ev).etcd_index = ei;
+            }
+        }
+        let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(ttl))
+            .applied_index_at_least(Some(index), "forwarded write")
+            .await
+            .map_err(|_| timed_out())?;
+        Ok((reply, index, term))
+    }
+
+    /// Proposes on this member for a follower, which must lead.
+    pub(crate) async fn forward_target(&self, p: Proposal) -> Result<Forwarded, Refused> {
+        let (reply, index, term) = self.local_write(p).await?;
+        let etcd_indexes = reply
+            .0
+            .iter()
+            .map(|o| match o {
+                Some(store::kv::Reply::V2(Ok(ev))) => ev.etcd_index,
+                _ => 0,
+            })
+            .collect();
+        Ok(Forwarded {
+            reply,
+            index,
+            term,
+            etcd_indexes,
+        })
+    }
+
+    /// Proposes on this member, which must lead.
+    pub(crate) async fn local_write(&self, p: Proposal) -> Result<(Reply, u64, u64), Refused> {
+        match self.raft.client_write(p).await {
+            Ok(resp) => Ok((resp.data, resp.log_id.index, resp.log_id.leader_id.term)),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(Refused::NotLeader(f.leader_id)),
+                None => Err(Refused::Failed(internal(e))),
+            },
+        }
+    }
+
+    /// The read index on this member, which must lead: the commit index once leadership is confirmed.
+    pub(crate) async fn local_read_index(&self) -> Result<u64, Refused> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(Refused::NotLeader(f.leader_id)),
+                None => Err(Refused::Failed(internal(e))),
+            },
+        }
+    }
+
+    /// Waits until a linearizable read may be served here: the leader confirms its read index, this member
+    /// applies up to it.
+    async fn linearizable(&self) -> Result<(), store::Error> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let Some(leader) = self.leader(deadline).await else {
+                return Err(timed_out());
+            };
+            let res = if leader == self.id() {
+                self.local_read_index().await
+            } else {
+                let Some(mut conn) = self.conn(leader) else {
+                    // The leader's address is not known here yet (a joining member).
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timed_out());
+                    }
+                    self.settle(deadline).await;
+                    continue;
+                };
+                let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match conn
+                    .call::<_, Result<u64, Refused>>(Rpc::ReadIndex, &(), ttl)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(CallError::Unreachable { .. }) => {
+                        self.forget_conn(leader);
+                        Err(Refused::NotLeader(None))
+                    }
+                    Err(e) => Err(Refused::Failed(internal(e))),
+                }
+            };
+            match res {
+                Ok(index) => {
+                    let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(ttl))
+                        .applied_index_at_least(Some(index), "linearizable read")
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| timed_out());
+                }
+                Err(Refused::Failed(e)) => return Err(e),
+                Err(Refused::NotLeader(_)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timed_out());
+                    }
+                    self.settle(deadline).await;
+                }
+            }
+        }
+    }
+
+    /// Every member (voters and learners) with its published attributes, sorted by id.
+    pub(crate) fn members(&self) -> Vec<MemberStatus> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let attrs = self
+            .shared
+            .attrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        let list = membership
+            .nodes()
+            .map(|(id, node)| {
+                let a = attrs.get(id).cloned().unwrap_or_default();
+                MemberStatus {
+                    member: Member {
+                        id: *id,
+                        name: a.name,
+                        peer_urls: members::peer_urls(&node.addr),
+                        client_urls: a.client_urls,
+                    },
+                    is_learner: !voters.contains(id),
+                }
+            })
+            .collect();
+        members::sorted(list)
+    }
+
+    /// Carries out a membership change on this member, which must lead.
+    pub(crate) async fn local_change(
+        &self,
+        change: members::Change,
+    ) -> Result<Result<(Member, u64), MemberError>, Refused> {
+        let st = self.raft.metrics().borrow().clone();
+        if st.current_leader != Some(self.id()) {
+            return Err(Refused::NotLeader(st.current_leader));
+        }
+        let membership = st.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let current = self.members();
+        let taken = |urls: &[String], except: Option<u64>| {
+            current
+                .iter()
+                .filter(|m| Some(m.member.id) != except)
+                .any(|m| m.member.peer_urls.iter().any(|u| urls.contains(u)))
+        };
+        let find = |id: u64| current.iter().find(|m| m.member.id == id).cloned();
+        let (changes, reply): (ChangeMembers<NodeId, BasicNode>, Member) = match change {
+            members::Change::Add { peer_urls, learner } => {
+                if taken(&peer_urls, None) {
+                    return Ok(Err(MemberError::PeerUrlExists));
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                // etcd: sha1 of the sorted peer URLs, the token and the unix time of the request.
+                let id =
+                    crate::cluster::member_id(&peer_urls, &format!("{}{now}", self.shared.token));
+                if find(id).is_some() {
+                    return Ok(Err(MemberError::IdExists));
+                }
+                let node = BasicNode {
+                    addr: peer_urls.join(","),
+                };
+                let reply = Member {
+                    id,
+                    name: String::new(),
+                    peer_urls,
+                    client_urls: Vec::new(),
+                };
+                let _ = learner;
+                (ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), reply)
+            }
+            members::Change::Remove { id } => {
+                let Some(m) = find(id) else {
+                    return Ok(Err(MemberError::NotFound(id)));
+                };
+                if m.is_learner {
+                    (ChangeMembers::RemoveNodes(BTreeSet::from([id])), m.member)
+                } else {
+                    let remaining: BTreeSet<u64> =
+                        voters.iter().copied().filter(|v| *v != id).collect();
+                    if remaining.is_empty() {
+                        return Ok(Err(MemberError::Unavailable(
+                            "cannot remove the last member".into(),
+                        )));
+                    }
+                    if self.shared.strict_reconfig {
+                        let started = self.started(&remaining);
+                        if started < remaining.len() / 2 + 1 {
+                            return Ok(Err(MemberError::NotEnoughStarted));
+                        }
+                    }
+                    (ChangeMembers::RemoveVoters(BTreeSet::from([id])), m.member)
+                }
+            }
+            members::Change::Update { id, peer_urls } => {
+                let Some(mut m) = find(id) else {
+                    return Ok(Err(MemberError::NotFound(id)));
+                };
+                if taken(&peer_urls, Some(id)) {
+                    return Ok(Err(MemberError::PeerUrlExists));
+                }
+                let node = BasicNode {
+                    addr: peer_urls.join(","),
+                };
+                m.member.peer_urls = peer_urls;
+                self.forget_conn(id);
+                (
+                    ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
+                    m.member,
+                )
+            }
+            members::Change::Promote { id } => {
+                let Some(m) = find(id) else {
+                    return Ok(Err(MemberError::NotFound(id)));
+                };
+                if !m.is_learner {
+                    return Ok(Err(MemberError::NotLearner));
+                }
+                if !self.caught_up(id) {
+                    return Ok(Err(MemberError::LearnerNotReady));
+                }
+                (ChangeMembers::AddVoterIds(BTreeSet::from([id])), m.member)
+            }
+        };
+        let res = tokio::time::timeout(CHANGE_TIMEOUT, async {
+            loop {
+                match self.raft.change_membership(changes.clone(), false).await {
+                    // One change at a time (a promotion may be under way): wait for it to finish.
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ChangeMembershipError(
+                            openraft::error::ChangeMembershipError::InProgress(_),
+                        ),
+                    )) => {
+                        let mut rx = self.raft.metrics();
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        match res {
+            Err(_) => Ok(Err(MemberError::Unavailable("request timed out".into()))),
+            Ok(Ok(resp)) => Ok(Ok((reply, resp.log_id.index))),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(Refused::NotLeader(f.leader_id)),
+                None => Ok(Err(MemberError::Unavailable(e.to_string()))),
+            },
+        }
+    }
+
+    /// Voters among `ids` that are started: this member, and those that answered recently.
+    fn started(&self, ids: &BTreeSet<u64>) -> usize {
+        let heard = self.shared.stats.recently_heard(self.shared.election * 3);
+        ids.iter()
+            .filter(|id| **id == self.id() || heard.contains(id))
+            .count()
+    }
+
+    /// Whether a learner's log is within [`PROMOTE_LAG`] entries of the leader's.
+    fn caught_up(&self, id: u64) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map(|l| l.index);
+        matched.is_some_and(|i| i + PROMOTE_LAG >= last)
+    }
+
+    /// A membership change from any member: carried out here if this member leads, else by the leader.
+    async fn change(&self, change: members::Change) -> Result<Member, MemberError> {
+        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+        let mut retried = false;
+        loop {
+            let Some(leader) = self.leader(deadline).await else {
+                return Err(MemberError::Unavailable("no leader".into()));
+            };
+            let res = if leader == self.id() {
+                self.local_change(change.clone()).await
+            } else {
+                let Some(mut conn) = self.conn(leader) else {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(MemberError::Unavailable("request timed out".into()));
+                    }
+                    self.settle(deadline).await;
+                    continue;
+                };
+                let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match conn
+                    .call::<_, Result<Result<(Member, u64), MemberError>, Refused>>(
+                        Rpc::ChangeMembers,
+                        &change,
+                        ttl,
+                    )
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(CallError::Unreachable { .. }) => {
+                        self.forget_conn(leader);
+                        Err(Refused::NotLeader(None))
+                    }
+                    Err(e) => return Err(MemberError::Unavailable(e.to_string())),
+                }
+            };
+            match res {
+                Ok(Ok((member, _)))
+                    if member.id == self.id()
+                        && matches!(change, members::Change::Remove { .. }) =>
+                {
+                    // This member was removed: the leader need not replicate the rest to it.
+                    return Ok(member);
+                }
+                Ok(Ok((member, index))) => {
+                    // Like etcd, answer once this member has applied the change too, so its member list
+                    // shows it.
+                    let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.raft
+                        .wait(Some(ttl))
+                        .applied_index_at_least(Some(index), "membership change")
+                        .await
+                        .map_err(|_| MemberError::Unavailable("request timed out".into()))?;
+                    return Ok(member);
+                }
+                // A leader that removed itself steps down before it can answer: the retry finds the
+                // member gone, which is what was asked.
+                Ok(Err(MemberError::NotFound(id)))
+                    if retried && matches!(change, members::Change::Remove { .. }) =>
+                {
+                    return Ok(Member {
+                        id,
+                        name: String::new(),
+                        peer_urls: Vec::new(),
+                        client_urls: Vec::new(),
+                    });
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(Refused::Failed(e)) => return Err(MemberError::Unavailable(e.to_string())),
+                Err(Refused::NotLeader(_)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(MemberError::Unavailable("request timed out".into()));
+                    }
+                    retried = true;
+                    self.settle(deadline).await;
+                }
+            }
+        }
+    }
+
+    /// On the leader, promotes learners that have caught up (etcd adds voters directly; adding them as
+    /// learners first means a member that never starts cannot cost the cluster its quorum).
+    async fn promote_learners(self) {
+        let mut tick = tokio::time::interval(PROMOTE_TICK);
+        loop {
+            tokio::select! {
+                _ = self.shared.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let learners: Vec<u64> = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                if m.current_leader != Some(m.id) {
+                    continue;
+                }
+                m.membership_config.membership().learner_ids().collect()
+            };
+            for id in learners {
+                if self.caught_up(id) {
+                    tracing::info!(member = %format!("{id:x}"), "promoting the caught-up learner to voter");
+                    if let Err(e) = self
+                        .local_change(members::Change::Promote { id })
+                        .await
+                        .map_err(|_| MemberError::Unavailable("lost leadership".into()))
+                        .and_then(|r| r)
+                    {
+                        tracing::warn!(member = %format!("{id:x}"), "promoting: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The cluster id and members, as a joining member asks for them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ClusterInfo {
+    pub cluster_id: u64,
+    pub members: Vec<Member>,
+}
+
+/// Asks the members at `peers` (peer URLs) for the cluster, to learn this member's id when it joins an existing
+/// cluster: the member whose peer URLs equal `own`. Retries until `timeout`.
+pub async fn discover_identity(
+    peers: &[String],
+    own: &[String],
+    timeout: Duration,
+) -> Result<(u64, u64), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut own_sorted = own.to_vec();
+    own_sorted.sort();
+    let mut last = String::from("no peers to ask");
+    loop {
+        for p in peers {
+            let mut c = PeerConn::new(p);
+            match c
+                .call::<_, ClusterInfo>(Rpc::ClusterInfo, &(), Duration::from_secs(2))
+                .await
+            {
+                Ok(info) => {
+                    for m in &info.members {
+                        let mut urls = m.peer_urls.clone();
+                        urls.sort();
+                        if urls == own_sorted {
+                            return Ok((m.id, info.cluster_id));
+                        }
+                    }
+                    return Err(format!(
+                        "member with peer URLs {own:?} is not in the cluster {:x} (add it first: etcdctl member add)",
+                        info.cluster_id
+                    ));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "could not reach any member of the existing cluster: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 impl RaftNode {
-    /// Starts raft over `backend`, bootstrapping a one-member cluster on a fresh data dir.
+    /// Starts raft over `backend`. A fresh data dir of a new cluster is initialised with every member of
+    /// `--initial-cluster` as a voter; every member does this with the identical configuration, which openraft
+    /// allows (they all write the same entry at index 0), so any start order works. A member joining an
+    /// existing cluster does not initialise: the leader adds it.
     pub async fn start<B: Backend>(
         params: RaftParams,
         backend: Arc<B>,
@@ -201,6 +833,9 @@ impl RaftNode {
             election_timeout_max: election * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(params.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: 1000,
+            // Small chunks keep each snapshot RPC well inside its timeout on a loaded machine.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: election.max(2000),
             ..Default::default()
         };
         let config = Arc::new(
@@ -211,25 +846,40 @@ impl RaftNode {
         let log = log_store::LogStore::new(backend.clone());
         let sm =
             state_machine::StateMachine::open(kv.clone(), backend).map_err(StartError::Snapshot)?;
-        let raft = openraft::Raft::new(params.id, config, network::Network, log, sm)
+        let attrs = sm.attributes();
+        let stats = Arc::new(PeerStats::default());
+        let net = network::Network {
+            stats: stats.clone(),
+        };
+        let raft = openraft::Raft::new(params.id, config, net, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized {
+        if !initialized && !params.join_existing {
             let mut members = BTreeMap::new();
-            members.insert(
-                params.id,
-                BasicNode {
-                    addr: params.peer_url.clone(),
-                },
-            );
+            for (id, urls) in &params.initial_members {
+                members.insert(
+                    *id,
+                    BasicNode {
+                        addr: urls.join(","),
+                    },
+                );
+            }
+            if members.is_empty() {
+                members.insert(
+                    params.id,
+                    BasicNode {
+                        addr: params.peer_url.clone(),
+                    },
+                );
+            }
             raft.initialize(members)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-        } else {
+        } else if initialized {
             // A lone voter need not wait out an election timeout after a restart.
             let voters = raft
                 .metrics()
@@ -242,14 +892,53 @@ impl RaftNode {
                 let _ = raft.trigger().elect().await;
             }
         }
+        let router = Router {
+            raft: raft.clone(),
+            shared: Arc::new(Shared {
+                id: params.id,
+                cluster_id: params.cluster_id,
+                token: params.token.clone(),
+                strict_reconfig: params.strict_reconfig,
+                election: params.election,
+                attrs,
+                stats,
+                conns: std::sync::Mutex::new(HashMap::new()),
+                stop: tokio_util::sync::CancellationToken::new(),
+            }),
+        };
         let (proposals, rx) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(batcher(raft.clone(), rx));
+        tokio::spawn(batcher(router.clone(), rx));
+        tokio::spawn(router.clone().promote_learners());
         Ok(RaftNode {
             raft,
             kv,
-            fresh: !initialized,
+            fresh: !initialized && !params.join_existing,
             proposals,
+            router,
         })
+    }
+
+    /// Serves the peer protocol on already-bound listeners until [`RaftNode::shutdown`].
+    pub fn serve_peers(&self, listeners: Vec<std::net::TcpListener>) -> Result<(), std::io::Error> {
+        for l in listeners {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let addr = l.local_addr().ok();
+            let svc = peer_server::service(self.router.clone());
+            let stop = self.router.shared.stop.clone();
+            let incoming =
+                proto::tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            tokio::spawn(async move {
+                if let Err(e) = proto::tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(?addr, "peer listener failed: {e}");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Whether this start bootstrapped a new cluster.
@@ -257,9 +946,24 @@ impl RaftNode {
         self.fresh
     }
 
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.router.shared.id
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.router.shared.cluster_id
+    }
+
     /// The store this member applies to.
     pub fn kv(&self) -> &Arc<Kv> {
         &self.kv
+    }
+
+    /// Transport counters for `/v2/stats`.
+    pub fn peer_stats(&self) -> &Arc<PeerStats> {
+        &self.router.shared.stats
     }
 
     /// Queues a command for the next raft entry and waits until it is applied.
@@ -273,7 +977,8 @@ impl RaftNode {
             .send((cmd, tx))
             .await
             .map_err(|_| store::Error::new(store::error::RAFT_INTERNAL, "raft is stopped", 0))?;
-        match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+        // The batcher gives up at WRITE_TIMEOUT; this margin only guards against a lost reply.
+        match tokio::time::timeout(WRITE_TIMEOUT + Duration::from_secs(1), rx).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(store::Error::new(
                 store::error::RAFT_INTERNAL,
@@ -318,21 +1023,50 @@ impl RaftNode {
         }
     }
 
-    /// Records this member's start (etcd publishes member attributes, and on a new cluster the cluster
-    /// version, through the store), waiting up to `timeout` for leadership.
-    pub async fn publish(&self, fresh: bool, timeout: Duration) -> Result<(), store::Error> {
-        if !self.wait_leader(timeout).await {
-            return Err(store::Error::new(
-                store::error::LEADER_ELECT,
-                "no leader elected",
-                0,
-            ));
+    /// Records this member's start: etcd publishes the member's name and client URLs (and, on a new
+    /// cluster, the cluster version) through the log. Retries every `timeout` until it succeeds or
+    /// `shutdown` fires: a member of a new cluster waits for its peers to start.
+    pub async fn publish(
+        &self,
+        fresh: bool,
+        timeout: Duration,
+        attrs: Attributes,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), store::Error> {
+        let mut ops = Vec::new();
+        if fresh {
+            ops.push(Op::Internal { writes: 1 });
         }
-        self.propose(Op::Internal {
-            writes: if fresh { 2 } else { 1 },
-        })
-        .await
-        .map(|_| ())
+        ops.push(Op::Publish {
+            member: self.id(),
+            name: attrs.name,
+            client_urls: attrs.client_urls,
+        });
+        for op in ops {
+            loop {
+                let attempt = async {
+                    if !self.wait_leader(timeout).await {
+                        return Err(store::Error::new(
+                            store::error::LEADER_ELECT,
+                            "no leader elected",
+                            0,
+                        ));
+                    }
+                    self.propose(op.clone()).await.map(|_| ())
+                };
+                let res = tokio::select! {
+                    r = attempt => r,
+                    _ = shutdown.cancelled() => {
+                        return Err(store::Error::new(store::error::RAFT_INTERNAL, "shutting down", 0));
+                    }
+                };
+                match res {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!("publishing member attributes (retrying): {e}"),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes expired keys through raft, so every member agrees on when they went.
@@ -340,13 +1074,47 @@ impl RaftNode {
         self.propose(Op::ExpireDue).await.map(|_| ())
     }
 
-    /// Waits until this member may serve a linearizable read.
+    /// Waits until this member may serve a linearizable read (read index from the leader, applied here).
     pub async fn linearizable(&self) -> Result<(), store::Error> {
-        let res = tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable())
+        self.router.linearizable().await
+    }
+
+    /// Every member, sorted by id.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.router.members()
+    }
+
+    /// Adds a member with `peer_urls`. It joins as a learner; unless `learner`, the leader promotes it to voter
+    /// once it has caught up. Returns the new member (unnamed until it starts).
+    pub async fn add_member(
+        &self,
+        peer_urls: Vec<String>,
+        learner: bool,
+    ) -> Result<Member, MemberError> {
+        self.router
+            .change(members::Change::Add { peer_urls, learner })
             .await
-            .map_err(|_| timed_out())?;
-        res.map(|_| ())
-            .map_err(|e| store::Error::new(store::error::RAFT_INTERNAL, e.to_string(), 0))
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, id: u64) -> Result<Member, MemberError> {
+        self.router.change(members::Change::Remove { id }).await
+    }
+
+    /// Replaces a member's peer URLs.
+    pub async fn update_member(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<Member, MemberError> {
+        self.router
+            .change(members::Change::Update { id, peer_urls })
+            .await
+    }
+
+    /// Makes a caught-up learner a voter.
+    pub async fn promote_member(&self, id: u64) -> Result<Member, MemberError> {
+        self.router.change(members::Change::Promote { id }).await
     }
 
     /// The current leader, term and applied index.
@@ -376,11 +1144,12 @@ impl RaftNode {
         }
     }
 
-    /// Stops raft.
+    /// Stops raft, then the peer listeners.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        self.router.shared.stop.cancel();
     }
 }
 

@@ -10,9 +10,10 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::members::{self, AttributeTable, Attributes};
 use super::{NodeId, Reply, TypeConfig};
 use crate::storage::Backend;
-use crate::store::Kv;
+use crate::store::{Kv, Op};
 
 const SNAPSHOT_KEY: &str = "snapshot";
 
@@ -28,6 +29,7 @@ pub struct StateMachine<B: Backend> {
     applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     seq: u64,
+    attrs: AttributeTable,
 }
 
 /// Builds a snapshot from a copy taken on the state machine's task.
@@ -65,6 +67,7 @@ impl<B: Backend> StateMachine<B> {
             applied: None,
             membership: StoredMembership::default(),
             seq: 0,
+            attrs: AttributeTable::default(),
         };
         if let Some(blob) = sm
             .backend
@@ -72,6 +75,8 @@ impl<B: Backend> StateMachine<B> {
             .map_err(|e| e.to_string())?
         {
             let (meta, data) = decode(&blob).ok_or("the stored snapshot cannot be decoded")?;
+            let (attrs, data) = members::unpack_snapshot(data)?;
+            sm.set_attributes(attrs);
             sm.kv
                 .restore(data)
                 .map_err(|e| format!("the stored snapshot cannot be decoded: {e}"))?;
@@ -79,6 +84,17 @@ impl<B: Backend> StateMachine<B> {
             sm.membership = meta.last_membership;
         }
         Ok(sm)
+    }
+
+    /// The replicated member attributes, shared with readers.
+    pub fn attributes(&self) -> AttributeTable {
+        self.attrs.clone()
+    }
+
+    fn set_attributes(&self, attrs: std::collections::BTreeMap<u64, Attributes>) {
+        if let Ok(mut t) = self.attrs.write() {
+            *t = attrs;
+        }
     }
 }
 
@@ -124,7 +140,26 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachine<B> {
             self.applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Reply(Vec::new())),
-                EntryPayload::Normal(p) => out.push(Reply(self.kv.apply_all(&p.0))),
+                EntryPayload::Normal(p) => {
+                    for c in &p.0 {
+                        if let Op::Publish {
+                            member,
+                            name,
+                            client_urls,
+                        } = &c.op
+                            && let Ok(mut t) = self.attrs.write()
+                        {
+                            t.insert(
+                                *member,
+                                Attributes {
+                                    name: name.clone(),
+                                    client_urls: client_urls.clone(),
+                                },
+                            );
+                        }
+                    }
+                    out.push(Reply(self.kv.apply_all(&p.0)))
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     // etcd records each membership change in its store, advancing the index.
@@ -149,7 +184,12 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachine<B> {
                 last_membership: self.membership.clone(),
                 snapshot_id,
             },
-            data: self.kv.to_bytes().map_err(|e| e.to_string()),
+            data: self.kv.to_bytes().map_err(|e| e.to_string()).map(|store| {
+                match self.attrs.read() {
+                    Ok(a) => members::pack_snapshot(&a, &store),
+                    Err(_) => store,
+                }
+            }),
         }
     }
 
@@ -165,9 +205,13 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachine<B> {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
+        let (attrs, store) = members::unpack_snapshot(&data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e))
+        })?;
         self.kv
-            .restore(&data)
+            .restore(store)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.set_attributes(attrs);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let blob = encode(meta, &data)

@@ -136,6 +136,16 @@ pub enum Op {
         /// How many internal writes this stands for.
         writes: u64,
     },
+    /// A member publishes its name and client URLs on start (etcd's `/0/members/<id>/attributes` write):
+    /// one internal write here; the raft state machine records the attributes.
+    Publish {
+        /// The member id.
+        member: u64,
+        /// The member's name.
+        name: String,
+        /// The member's advertised client URLs.
+        client_urls: Vec<String>,
+    },
 }
 
 /// A write and the proposer's wall clock (unix ns), which decides expiry times.
@@ -529,6 +539,10 @@ impl Store {
             Op::Compact { revision } => {
                 let r = self.compact(*revision).map(|_| V3Out::Done);
                 return self.finish_v3(out, r);
+            }
+            Op::Publish { .. } => {
+                self.index += 1;
+                return out;
             }
         };
         match res {

@@ -1,10 +1,12 @@
 //! Integration tests of the etcd crate: HTTP API, differential runs against Debian's etcd, crash safety.
 
 mod api;
+mod cluster;
 mod crash;
 mod differential;
 mod etcdctl;
 mod etcdctl_v3;
+mod linearizability;
 mod support;
 mod v3_client;
 mod v3_etcd_client;

@@ -168,6 +168,9 @@ impl Proc {
                 &format!("http://{addr}"),
                 "-advertise-client-urls",
                 &format!("http://{addr}"),
+                // Nobody dials a lone member's peer port: any free one.
+                "-listen-peer-urls",
+                "http://127.0.0.1:0",
                 // Small, so restarts go through snapshots and log purging too.
                 "-snapshot-count",
                 "50",

@@ -1,0 +1,83 @@
+//! The raft peer transport, server side: the `etcdraftpb.Peer` gRPC service on the peer URLs, handing raft
+//! messages to openraft and a follower's writes, read-index requests and membership changes to the leader's
+//! local paths.
+
+use proto::etcdraftpb::Payload;
+use proto::etcdraftpb::peer_server::{Peer, PeerServer};
+use proto::tonic::{self, Request, Response, Status};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::network::MAX_MESSAGE;
+use super::{ClusterInfo, Proposal, Router, TypeConfig};
+
+/// The gRPC service for a member.
+pub(crate) fn service(router: Router) -> PeerServer<Service> {
+    PeerServer::new(Service { router })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub(crate) struct Service {
+    router: Router,
+}
+
+fn decode<T: DeserializeOwned>(req: Request<Payload>) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    serde_json::to_vec(value)
+        .map(|data| Response::new(Payload { data }))
+        .map_err(|e| Status::internal(format!("encoding the reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl Peer for Service {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(req)?;
+        self.router
+            .shared
+            .stats
+            .received_appends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        encode(&self.router.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: openraft::raft::VoteRequest<u64> = decode(req)?;
+        encode(&self.router.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        encode(&self.router.raft.install_snapshot(req).await)
+    }
+
+    async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let p: Proposal = decode(req)?;
+        encode(&self.router.forward_target(p).await)
+    }
+
+    async fn read_index(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        encode(&self.router.local_read_index().await)
+    }
+
+    async fn change_members(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let change: super::members::Change = decode(req)?;
+        encode(&self.router.local_change(change).await)
+    }
+
+    async fn cluster_info(&self, _req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        encode(&ClusterInfo {
+            cluster_id: self.router.shared.cluster_id,
+            members: self
+                .router
+                .members()
+                .into_iter()
+                .map(|m| m.member)
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,953 @@
+//! Multi-member clusters in harness hosts (each member in its own network namespace): static bootstrap,
+//! every member serving every request, kill -9 of the leader under load, a partitioned leader, restarts,
+//! replacing, growing and shrinking, with Debian's etcd and etcdctl as neighbours.
+//!
+//! Invariants checked on every fault run: no acknowledged write is lost, the register history recorded by the
+//! clients is linearizable (`linearizability.rs`), progress resumes after the fault, no member crashes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use etcd::ctl::client::{self, Response};
+use integration::{Host, Network, Process, Spawn, poll_until};
+use serde_json::Value;
+
+use crate::linearizability::{self, Kind, Op, Recorder};
+
+const TOKEN: &str = "it-cluster";
+
+/// One member: its host, process and addresses.
+struct Member {
+    name: String,
+    host: Host,
+    proc: Option<Process>,
+    dir: PathBuf,
+}
+
+impl Member {
+    fn client(&self) -> String {
+        format!("{}:2379", self.host.addr())
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://{}:2380", self.host.addr())
+    }
+
+    fn running(&mut self) -> bool {
+        self.proc
+            .as_mut()
+            .is_some_and(|p| matches!(p.try_wait(), Ok(None)))
+    }
+}
+
+/// A cluster of our members plus a client host.
+struct Cluster {
+    net: Network,
+    cli: Host,
+    members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+fn etcd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_etcd")
+}
+
+fn etcdctl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_etcdctl")
+}
+
+impl Cluster {
+    /// `n` hosts with member data dirs; nothing started yet.
+    fn hosts(n: usize) -> Cluster {
+        let net = Network::new().expect("network");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut members = Vec::new();
+        for i in 1..=n {
+            let name = format!("m{i}");
+            let host = net.add_host(&name).expect("host");
+            members.push(Member {
+                dir: dir.path().join(&name),
+                name,
+                host,
+                proc: None,
+            });
+        }
+        let cli = net.add_host("client").expect("client host");
+        Cluster {
+            net,
+            cli,
+            members,
+            _dir: dir,
+        }
+    }
+
+    fn initial_cluster(&self, which: impl Iterator<Item = usize>) -> String {
+        which
+            .map(|i| format!("{}={}", self.members[i].name, self.members[i].peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts member `i` with `--initial-cluster` `initial` and the given state.
+    fn start(&mut self, i: usize, initial: &str, state: &str) {
+        let m = &mut self.members[i];
+        let spawn = Spawn::new(etcd_bin())
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(["--listen-client-urls", &format!("http://{}", m.client())])
+            .args(["--advertise-client-urls", &format!("http://{}", m.client())])
+            .args(["--listen-peer-urls", &m.peer_url()])
+            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--initial-cluster", initial])
+            .args(["--initial-cluster-state", state])
+            .args(["--initial-cluster-token", TOKEN])
+            .args(["--snapshot-count", "200"])
+            .env("RUST_LOG", "info,openraft=error");
+        m.proc = Some(m.host.spawn(spawn).expect("starting our etcd"));
+    }
+
+    /// A static cluster of `n`, started in reverse order (any order works), healthy on every member.
+    fn start_static(n: usize) -> Cluster {
+        let mut c = Cluster::hosts(n);
+        let initial = c.initial_cluster(0..n);
+        for i in (0..n).rev() {
+            c.start(i, &initial, "new");
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    /// One request from the client host.
+    fn try_req(
+        &self,
+        i: usize,
+        method: &str,
+        target: &str,
+        form: Option<&str>,
+    ) -> std::io::Result<Response> {
+        let addr = self.members[i].client();
+        self.cli
+            .enter(|| client::request(&addr, method, target, form, Some(Duration::from_secs(10))))
+            .map_err(std::io::Error::other)?
+    }
+
+    fn req(&self, i: usize, method: &str, target: &str, form: Option<&str>) -> Response {
+        self.try_req(i, method, target, form)
+            .unwrap_or_else(|e| panic!("{method} {target} on member {i}: {e}"))
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        poll_until(
+            &format!("member {} healthy", self.members[i].name),
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                self.try_req(i, "GET", "/health", None)
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs(i)));
+    }
+
+    fn logs(&self, i: usize) -> String {
+        self.members[i]
+            .proc
+            .as_ref()
+            .map(|p| p.stderr())
+            .unwrap_or_default()
+    }
+
+    /// The leader's index in `members`, as member `asking` sees it.
+    fn leader(&self, asking: usize) -> Option<usize> {
+        let r = self
+            .try_req(asking, "GET", "/v2/members/leader", None)
+            .ok()?;
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        let name = v["name"].as_str()?;
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// Waits until every live member in `among` agrees on a leader (itself among them).
+    fn agreed_leader(&self, among: &[usize]) -> usize {
+        poll_until(
+            "an agreed leader",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                let first = self.leader(among[0])?;
+                (among.contains(&first) && among.iter().all(|&i| self.leader(i) == Some(first)))
+                    .then_some(first)
+            },
+        )
+        .expect("leader")
+    }
+
+    /// Runs a program on the client host.
+    fn exec(&self, program: &str, args: &[&str]) -> (bool, String, String) {
+        let out = self.cli.exec(program, args).expect("exec");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn endpoints(&self, which: &[usize]) -> String {
+        which
+            .iter()
+            .map(|&i| format!("http://{}", self.members[i].client()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `member list` lines from our etcdctl.
+    fn member_list(&self, via: usize) -> Vec<String> {
+        let (ok, out, err) = self.exec(
+            etcdctl_bin(),
+            &["--endpoints", &self.endpoints(&[via]), "member", "list"],
+        );
+        assert!(ok, "member list failed: {err}");
+        out.lines().map(String::from).collect()
+    }
+
+    /// Asserts that no member in `alive` has exited (a crash).
+    fn assert_alive(&mut self, alive: &[usize]) {
+        for &i in alive {
+            let running = self.members[i].running();
+            assert!(
+                running,
+                "member {} exited:\n{}",
+                self.members[i].name,
+                self.logs(i)
+            );
+        }
+    }
+}
+
+fn json(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+}
+
+/// Clients writing and reading the register `/v2/keys/reg` (and each write's own key under `/v2/keys/acked`)
+/// on every member in turn, recording the history.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<std::sync::Mutex<Vec<String>>>,
+    acked_count: Arc<AtomicUsize>,
+    recorder: Arc<Recorder>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Load {
+    fn start(c: &Cluster, clients: usize, targets: &[usize]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let acked_count = Arc::new(AtomicUsize::new(0));
+        let recorder = Arc::new(Recorder::new());
+        let addrs: Vec<String> = targets.iter().map(|&i| c.members[i].client()).collect();
+        let mut threads = Vec::new();
+        for t in 0..clients {
+            let (stop, acked, acked_count, recorder, addrs) = (
+                stop.clone(),
+                acked.clone(),
+                acked_count.clone(),
+                recorder.clone(),
+                addrs.clone(),
+            );
+            threads.push(
+                c.cli
+                    .spawn_thread(move || {
+                        let timeout = Some(Duration::from_secs(3));
+                        let mut i = 0usize;
+                        while !stop.load(Ordering::Relaxed) {
+                            let addr = &addrs[(i + t) % addrs.len()];
+                            let value = format!("c{t}-{i}");
+                            // A write of the register, then the same value under its own key.
+                            let call = recorder.now();
+                            let res = client::request(
+                                addr,
+                                "PUT",
+                                "/v2/keys/reg",
+                                Some(&format!("value={value}")),
+                                timeout,
+                            );
+                            let ret = recorder.now();
+                            match res {
+                                Ok(r) if r.status == 200 || r.status == 201 => {
+                                    recorder.push(Op {
+                                        kind: Kind::Write(value.clone()),
+                                        call,
+                                        ret: Some(ret),
+                                    });
+                                }
+                                // Refused connection: the request never reached a server.
+                                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                                // Anything else may or may not have been applied.
+                                _ => recorder.push(Op {
+                                    kind: Kind::Write(value.clone()),
+                                    call,
+                                    ret: None,
+                                }),
+                            }
+                            let key = format!("/v2/keys/acked/{value}");
+                            if let Ok(r) =
+                                client::request(addr, "PUT", &key, Some("value=1"), timeout)
+                                && r.status == 201
+                            {
+                                acked.lock().expect("lock").push(value.clone());
+                                acked_count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // A linearizable read of the register.
+                            let call = recorder.now();
+                            let res = client::request(
+                                addr,
+                                "GET",
+                                "/v2/keys/reg?quorum=true",
+                                None,
+                                timeout,
+                            );
+                            let ret = recorder.now();
+                            if let Ok(r) = res {
+                                let v: Value =
+                                    serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                                let read = match (r.status, v["node"]["value"].as_str()) {
+                                    (200, Some(s)) => Some(Some(s.to_string())),
+                                    (404, _) if v["errorCode"] == 100 => Some(None),
+                                    _ => None,
+                                };
+                                if let Some(read) = read {
+                                    recorder.push(Op {
+                                        kind: Kind::Read(read),
+                                        call,
+                                        ret: Some(ret),
+                                    });
+                                }
+                            }
+                            i += 1;
+                        }
+                    })
+                    .expect("client thread"),
+            );
+        }
+        Load {
+            stop,
+            acked,
+            acked_count,
+            recorder,
+            threads,
+        }
+    }
+
+    /// Waits until `more` further writes were acknowledged (progress).
+    fn progress(&self, more: usize, what: &str) {
+        let target = self.acked_count.load(Ordering::Relaxed) + more;
+        poll_until(
+            what,
+            Duration::from_secs(40),
+            Duration::from_millis(20),
+            || (self.acked_count.load(Ordering::Relaxed) >= target).then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Stops the clients and returns (acknowledged unique keys, register history).
+    fn finish(self) -> (Vec<String>, Vec<Op>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join()
+                .expect("client thread")
+                .expect("client thread in host");
+        }
+        let acked = self.acked.lock().expect("lock").clone();
+        (acked, self.recorder.history())
+    }
+}
+
+/// Every acknowledged key is present on every member in `on` (read linearizably), and the history is
+/// linearizable.
+fn check_invariants(c: &Cluster, on: &[usize], acked: &[String], history: &[Op]) {
+    for &i in on {
+        let r = c.req(i, "GET", "/v2/keys/acked?quorum=true&recursive=true", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let present: std::collections::HashSet<String> = json(&r)["node"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                n["key"]
+                    .as_str()
+                    .map(|k| k.trim_start_matches("/acked/").to_string())
+            })
+            .collect();
+        for k in acked {
+            assert!(
+                present.contains(k),
+                "acknowledged write {k} lost on member {}",
+                c.members[i].name
+            );
+        }
+    }
+    let completed = history.iter().filter(|o| o.ret.is_some()).count();
+    assert!(completed > 20, "too few operations recorded: {completed}");
+    if let Err(e) = linearizability::check(history) {
+        panic!(
+            "history of {} operations is not linearizable: {e}",
+            history.len()
+        );
+    }
+}
+
+#[test]
+fn three_members_form_statically_and_every_member_serves_every_request() {
+    let mut c = Cluster::start_static(3);
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+
+    // /v2/members lists every member by name, from every member.
+    for i in 0..3 {
+        let v = json(&c.req(i, "GET", "/v2/members", None));
+        let mut names: Vec<&str> = v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["m1", "m2", "m3"]);
+    }
+    let machines = c.req(other, "GET", "/v2/machines", None).text();
+    for m in &c.members {
+        assert!(machines.contains(&m.client()), "{machines}");
+    }
+
+    // A watch on one member sees a write made through a follower.
+    let watch_addr = c.members[other].client();
+    let watch = c
+        .cli
+        .spawn_thread(move || {
+            client::request(
+                &watch_addr,
+                "GET",
+                "/v2/keys/w?wait=true",
+                None,
+                Some(Duration::from_secs(20)),
+            )
+        })
+        .expect("watch thread");
+    // The watch is registered once the member counts a watcher.
+    poll_until(
+        "watch registered",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || (json(&c.req(other, "GET", "/v2/stats/store", None))["watchers"] == 1).then_some(()),
+    )
+    .expect("watcher");
+    let w = c.req(follower, "PUT", "/v2/keys/w", Some("value=hello"));
+    assert_eq!(w.status, 201, "{}", w.text());
+    let index: u64 = w
+        .header("x-etcd-index")
+        .expect("x-etcd-index")
+        .parse()
+        .expect("index");
+    assert!(index > 0);
+    let raft_term: u64 = w
+        .header("x-raft-term")
+        .expect("term")
+        .parse()
+        .expect("term");
+    assert!(raft_term >= 1);
+    let seen = watch
+        .join()
+        .expect("watch")
+        .expect("in host")
+        .expect("watch reply");
+    assert_eq!(json(&seen)["node"]["value"], "hello", "{}", seen.text());
+    assert_eq!(json(&seen)["node"]["modifiedIndex"], index);
+
+    // The writing member reads its own write at once; quorum reads see it everywhere.
+    assert_eq!(
+        json(&c.req(follower, "GET", "/v2/keys/w", None))["node"]["value"],
+        "hello"
+    );
+    for i in 0..3 {
+        let r = c.req(i, "GET", "/v2/keys/w?quorum=true", None);
+        assert_eq!(json(&r)["node"]["value"], "hello", "member {i}");
+    }
+
+    // TTL expiry is decided once (by the leader) and every member sees the same expire event.
+    let r = c.req(follower, "PUT", "/v2/keys/ttl", Some("value=x&ttl=1"));
+    assert_eq!(r.status, 201);
+    let expired: Vec<u64> = (0..3)
+        .map(|i| {
+            let r = c.req(
+                i,
+                "GET",
+                &format!(
+                    "/v2/keys/ttl?wait=true&waitIndex={}",
+                    json(&r)["node"]["modifiedIndex"].as_u64().unwrap_or(0) + 1
+                ),
+                None,
+            );
+            let v = json(&r);
+            assert_eq!(v["action"], "expire", "member {i}: {}", r.text());
+            v["node"]["modifiedIndex"].as_u64().expect("expire index")
+        })
+        .collect();
+    assert!(expired.iter().all(|e| *e == expired[0]), "{expired:?}");
+
+    // Stats reflect the real cluster.
+    let s = json(&c.req(leader, "GET", "/v2/stats/leader", None));
+    assert_eq!(s["followers"].as_object().map(|f| f.len()), Some(2), "{s}");
+    assert_eq!(c.req(follower, "GET", "/v2/stats/leader", None).status, 403);
+    let me = json(&c.req(follower, "GET", "/v2/stats/self", None));
+    assert_eq!(me["state"], "StateFollower");
+    assert!(me["recvAppendRequestCnt"].as_u64().unwrap_or(0) > 0, "{me}");
+
+    // Debian's etcdctl (v2) and ours print the same member list and health.
+    let ep = c.endpoints(&[0, 1, 2]);
+    let (ok, debian, err) = c.exec(
+        "env",
+        &[
+            "ETCDCTL_API=2",
+            "/usr/bin/etcdctl",
+            "--endpoints",
+            &ep,
+            "member",
+            "list",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, ours, err) = c.exec(etcdctl_bin(), &["--endpoints", &ep, "member", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(ours, debian);
+    assert_eq!(ours.lines().count(), 3);
+    assert_eq!(ours.matches("isLeader=true").count(), 1, "{ours}");
+    let (ok, debian, err) = c.exec(
+        "env",
+        &[
+            "ETCDCTL_API=2",
+            "/usr/bin/etcdctl",
+            "--endpoints",
+            &ep,
+            "cluster-health",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, ours, err) = c.exec(etcdctl_bin(), &["--endpoints", &ep, "cluster-health"]);
+    assert!(ok, "{err}");
+    let sorted = |s: &str| {
+        let mut l: Vec<String> = s.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&ours), sorted(&debian));
+    assert!(ours.ends_with("cluster is healthy\n"), "{ours}");
+    c.assert_alive(&[0, 1, 2]);
+}
+
+#[test]
+fn killing_the_leader_under_load_loses_no_acknowledged_write() {
+    let mut c = Cluster::start_static(3);
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let load = Load::start(&c, 3, &[0, 1, 2]);
+    load.progress(30, "writes before the kill");
+    c.members[leader]
+        .proc
+        .as_mut()
+        .expect("leader")
+        .kill9()
+        .expect("kill -9");
+    load.progress(30, "writes after the leader was killed");
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = c.agreed_leader(&rest);
+    assert_ne!(new_leader, leader);
+    // The old leader rejoins from its data dir with the same flags.
+    c.members[leader]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .restart()
+        .expect("restart");
+    c.wait_healthy(leader);
+    load.progress(30, "writes after the old leader rejoined");
+    let (acked, history) = load.finish();
+    check_invariants(&c, &[0, 1, 2], &acked, &history);
+    c.assert_alive(&[0, 1, 2]);
+}
+
+#[test]
+fn a_leader_partitioned_into_a_minority_is_replaced_and_catches_up_after_the_heal() {
+    let mut c = Cluster::start_static(3);
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let load = Load::start(&c, 3, &[0, 1, 2]);
+    load.progress(20, "writes before the partition");
+    c.members[leader].host.partition().expect("partition");
+    load.progress(20, "writes in the majority during the partition");
+    let new_leader = c.agreed_leader(&rest);
+    assert_ne!(new_leader, leader);
+    c.members[leader].host.heal().expect("heal");
+    load.progress(20, "writes after the heal");
+    let (acked, history) = load.finish();
+    // The old leader converges: a quorum read through it sees every acknowledged write.
+    check_invariants(&c, &[0, 1, 2], &acked, &history);
+    c.assert_alive(&[0, 1, 2]);
+}
+
+#[test]
+fn a_cluster_blocked_between_two_members_keeps_serving() {
+    let mut c = Cluster::start_static(3);
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let a = (leader + 1) % 3;
+    // Clients of the two members that still reach each other (the cut-off follower's clients wait).
+    let served: Vec<usize> = (0..3).filter(|&i| i != a).collect();
+    let load = Load::start(&c, 2, &served);
+    load.progress(20, "writes before the block");
+    // Silently drop traffic between the leader and one follower: the other follower keeps the quorum.
+    c.net
+        .block(&c.members[leader].host, &c.members[a].host)
+        .expect("block");
+    load.progress(20, "writes while two members cannot talk");
+    c.net
+        .unblock(&c.members[leader].host, &c.members[a].host)
+        .expect("unblock");
+    load.progress(20, "writes after unblocking");
+    let (acked, history) = load.finish();
+    check_invariants(&c, &[0, 1, 2], &acked, &history);
+    c.assert_alive(&[0, 1, 2]);
+}
+
+#[test]
+fn every_member_restarts_from_its_data_dir() {
+    let mut c = Cluster::start_static(3);
+    let r = c.req(0, "PUT", "/v2/keys/persist", Some("value=1"));
+    assert_eq!(r.status, 201);
+    for m in c.members.iter_mut() {
+        m.proc.as_mut().expect("proc").kill9().expect("kill");
+    }
+    // Restart in a different order, flags unchanged.
+    for i in [1, 2, 0] {
+        c.members[i]
+            .proc
+            .as_mut()
+            .expect("proc")
+            .restart()
+            .expect("restart");
+    }
+    for i in 0..3 {
+        c.wait_healthy(i);
+        let r = c.req(i, "GET", "/v2/keys/persist?quorum=true", None);
+        assert_eq!(json(&r)["node"]["value"], "1", "member {i}: {}", r.text());
+    }
+    let r = c.req(2, "PUT", "/v2/keys/persist", Some("value=2"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.member_list(1).len(), 3);
+    c.assert_alive(&[0, 1, 2]);
+}
+
+/// `etcdctl member add`, then the new member started with the printed configuration.
+fn add_member(c: &mut Cluster, i: usize, via: usize) {
+    let (name, peer) = (c.members[i].name.clone(), c.members[i].peer_url());
+    let (ok, out, err) = c.exec(
+        etcdctl_bin(),
+        &[
+            "--endpoints",
+            &c.endpoints(&[via]),
+            "member",
+            "add",
+            &name,
+            &peer,
+        ],
+    );
+    assert!(ok, "member add: {err}");
+    assert!(
+        out.starts_with(&format!("Added member named {name} with ID ")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("ETCD_NAME=\"{name}\"")), "{out}");
+    assert!(
+        out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{out}"
+    );
+    let initial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .trim_matches('"')
+        .to_string();
+    assert!(initial.contains(&format!("{name}={peer}")), "{initial}");
+    // Until it starts, the member is listed as unstarted.
+    assert!(
+        c.member_list(via)
+            .iter()
+            .any(|l| l.contains("[unstarted]: peerURLs=") && l.contains(&peer)),
+        "{:?}",
+        c.member_list(via)
+    );
+    c.start(i, &initial, "existing");
+    c.wait_healthy(i);
+    poll_until(
+        "the new member named in the list",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            c.member_list(via)
+                .iter()
+                .any(|l| l.contains(&format!("name={name} ")))
+                .then_some(())
+        },
+    )
+    .expect("named");
+}
+
+fn member_id(c: &Cluster, via: usize, name: &str) -> String {
+    c.member_list(via)
+        .iter()
+        .find(|l| l.contains(&format!("name={name} ")))
+        .and_then(|l| l.split(':').next())
+        .map(String::from)
+        .unwrap_or_else(|| panic!("{name} not in {:?}", c.member_list(via)))
+}
+
+#[test]
+fn a_cluster_grows_from_three_to_five_and_shrinks_back() {
+    let mut c = Cluster::hosts(5);
+    let initial = c.initial_cluster(0..3);
+    for i in 0..3 {
+        c.start(i, &initial, "new");
+    }
+    for i in 0..3 {
+        c.wait_healthy(i);
+    }
+    let r = c.req(0, "PUT", "/v2/keys/before", Some("value=1"));
+    assert_eq!(r.status, 201);
+    add_member(&mut c, 3, 0);
+    add_member(&mut c, 4, 1);
+    assert_eq!(c.member_list(4).len(), 5);
+    // The new members have the data and vote: with two original members down, the three left (two of them
+    // new) still make a quorum of five.
+    let r = c.req(4, "GET", "/v2/keys/before?quorum=true", None);
+    assert_eq!(json(&r)["node"]["value"], "1");
+    // Promotion happens once a learner has caught up.
+    for i in [3, 4] {
+        poll_until(
+            "new member promoted to voter",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let m = c.try_req(i, "GET", "/metrics", None).ok()?.text();
+                m.contains("\netcd_server_is_learner 0\n").then_some(())
+            },
+        )
+        .expect("promoted");
+    }
+    let leader = c.agreed_leader(&[0, 1, 2, 3, 4]);
+    let down: Vec<usize> = [0, 1, 2]
+        .into_iter()
+        .filter(|&i| i != leader)
+        .take(2)
+        .collect();
+    for &i in &down {
+        c.members[i]
+            .proc
+            .as_mut()
+            .expect("proc")
+            .kill9()
+            .expect("kill");
+    }
+    let up: Vec<usize> = (0..5).filter(|i| !down.contains(i)).collect();
+    poll_until(
+        "a write with two of five members down",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let r = c
+                .try_req(up[0], "PUT", "/v2/keys/with-new-voters", Some("value=1"))
+                .ok()?;
+            (r.status == 201 || r.status == 200).then_some(())
+        },
+    )
+    .expect("quorum of five");
+    for &i in &down {
+        c.members[i]
+            .proc
+            .as_mut()
+            .expect("proc")
+            .restart()
+            .expect("restart");
+        c.wait_healthy(i);
+    }
+    // Shrink back to three: remove the two new members.
+    for (i, via) in [(3, 0), (4, 1)] {
+        let id = member_id(&c, via, &c.members[i].name.clone());
+        let (ok, out, err) = c.exec(
+            etcdctl_bin(),
+            &["--endpoints", &c.endpoints(&[via]), "member", "remove", &id],
+        );
+        assert!(ok, "member remove: {err}");
+        assert_eq!(out, format!("Removed member {id} from cluster\n"));
+        c.members[i]
+            .proc
+            .as_mut()
+            .expect("proc")
+            .kill9()
+            .expect("kill");
+    }
+    assert_eq!(c.member_list(0).len(), 3);
+    let r = c.req(2, "PUT", "/v2/keys/after", Some("value=1"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    c.assert_alive(&[0, 1, 2]);
+}
+
+#[test]
+fn a_dead_member_is_replaced_and_quorum_losing_removals_are_refused() {
+    let mut c = Cluster::hosts(4);
+    let initial = c.initial_cluster(0..3);
+    for i in 0..3 {
+        c.start(i, &initial, "new");
+    }
+    for i in 0..3 {
+        c.wait_healthy(i);
+    }
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let dead = (leader + 1) % 3;
+    let healthy = (leader + 2) % 3;
+    c.members[dead]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .kill9()
+        .expect("kill");
+    // Removing a healthy member now would leave one started member of two: refused.
+    let id = member_id(&c, leader, &c.members[healthy].name.clone());
+    let dead_id = member_id(&c, leader, &c.members[dead].name.clone());
+    poll_until(
+        "the leader notices the dead member",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let s = json(&c.try_req(leader, "GET", "/v2/stats/leader", None).ok()?);
+            (s["followers"][&dead_id]["counts"]["fail"].as_u64()? > 0).then_some(())
+        },
+    )
+    .expect("noticed");
+    let r = c.req(leader, "DELETE", &format!("/v2/members/{id}"), None);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text().contains("not enough started members"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(c.member_list(leader).len(), 3);
+    // Removing the dead one is fine, then a new member takes its place.
+    let r = c.req(leader, "DELETE", &format!("/v2/members/{dead_id}"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        c.req(leader, "DELETE", &format!("/v2/members/{dead_id}"), None)
+            .status,
+        404
+    );
+    add_member(&mut c, 3, healthy);
+    let lines = c.member_list(3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains(&dead_id)));
+    let r = c.req(3, "PUT", "/v2/keys/replaced", Some("value=1"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Updating a member's peer URLs is replicated.
+    let new_id = member_id(&c, 3, "m4");
+    let peer = c.members[3].peer_url();
+    let r = c
+        .cli
+        .enter(|| {
+            client::request_with(
+                &c.members[healthy].client(),
+                "PUT",
+                &format!("/v2/members/{new_id}"),
+                Some((
+                    "application/json",
+                    &format!("{{\"peerURLs\":[\"{peer}\"]}}"),
+                )),
+                None,
+                Some(Duration::from_secs(10)),
+            )
+        })
+        .expect("in host")
+        .expect("update");
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.assert_alive(&[leader, healthy, 3]);
+}
+
+/// Debian's etcd 3.4 as a 3-member cluster in harness hosts.
+fn debian_cluster(c: &mut Cluster) -> Vec<Process> {
+    let initial = c.initial_cluster(0..3);
+    let mut procs = Vec::new();
+    for m in &c.members {
+        let p = m
+            .host
+            .spawn(
+                Spawn::new("/usr/bin/etcd")
+                    .args(["--name", &m.name, "--enable-v2=true"])
+                    .arg("--data-dir")
+                    .arg(&m.dir)
+                    .args(["--listen-client-urls", &format!("http://{}", m.client())])
+                    .args(["--advertise-client-urls", &format!("http://{}", m.client())])
+                    .args(["--listen-peer-urls", &m.peer_url()])
+                    .args(["--initial-advertise-peer-urls", &m.peer_url()])
+                    .args(["--initial-cluster", &initial])
+                    .args(["--initial-cluster-token", TOKEN]),
+            )
+            .expect("starting Debian's etcd (package etcd-server)");
+        procs.push(p);
+    }
+    procs
+}
+
+#[test]
+fn our_etcdctl_prints_what_debians_prints_against_a_debian_cluster() {
+    let mut c = Cluster::hosts(3);
+    let _procs = debian_cluster(&mut c);
+    for i in 0..3 {
+        c.wait_healthy(i);
+    }
+    let ep = c.endpoints(&[0, 1, 2]);
+    for cmd in [&["member", "list"][..], &["cluster-health"][..]] {
+        let mut args = vec!["--endpoints", &ep];
+        args.extend_from_slice(cmd);
+        let (ok, ours, err) = c.exec(etcdctl_bin(), &args);
+        assert!(ok, "{err}");
+        let mut dargs = vec!["ETCDCTL_API=2", "/usr/bin/etcdctl"];
+        dargs.extend_from_slice(&args);
+        let (ok, debian, err) = c.exec("env", &dargs);
+        assert!(ok, "{err}");
+        let sorted = |s: &str| {
+            let mut l: Vec<String> = s.lines().map(String::from).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(&ours), sorted(&debian), "{cmd:?}");
+    }
+    // The member ids and the cluster id are the ones etcd derives: ours computes the same from the flags.
+    let v = json(&c.req(0, "GET", "/v2/members", None));
+    for m in v["members"].as_array().expect("members") {
+        let peer = m["peerURLs"][0].as_str().expect("peer url").to_string();
+        let id = etcd::cluster::member_id(&[peer], TOKEN);
+        assert_eq!(m["id"], format!("{id:x}"));
+    }
+    let ids: Vec<u64> = c
+        .members
+        .iter()
+        .map(|m| etcd::cluster::member_id(&[m.peer_url()], TOKEN))
+        .collect();
+    let r = c.req(0, "GET", "/v2/members", None);
+    assert_eq!(
+        r.header("x-etcd-cluster-id"),
+        Some(format!("{:x}", etcd::cluster::cluster_id(&ids)).as_str())
+    );
+}
