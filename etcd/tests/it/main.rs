@@ -8,3 +8,4 @@ mod etcdctl_v3;
 mod support;
 mod v3_client;
 mod v3_etcd_client;
+mod v3_etcdctl;
