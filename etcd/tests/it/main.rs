@@ -7,5 +7,6 @@ mod etcdctl;
 mod etcdctl_v3;
 mod support;
 mod v3_client;
+mod v3_cross;
 mod v3_etcd_client;
 mod v3_etcdctl;
