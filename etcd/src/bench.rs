@@ -1,4 +1,6 @@
-//! `etcd-bench`: a v2 load generator (keep-alive HTTP/1.1 connections, distinct keys, form values).
+//! `etcd-bench`: a load generator. v2: keep-alive HTTP/1.1 connections, distinct keys, form values. v3: the
+//! proto crate's tonic clients, one HTTP/2 connection per task (`v3-put`, `v3-range`), and the watch fan-out
+//! (`watch-fanout`: how long one write takes to reach every one of many watchers).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use tokio::net::TcpStream;
 pub struct BenchSpec {
     /// host:port of the server.
     pub addr: String,
-    /// `put` or `get`.
+    /// `put` or `get` (v2), `v3-put`, `v3-range` or `watch-fanout`.
     pub workload: String,
     /// Concurrent connections.
     pub conns: usize,
@@ -85,8 +87,13 @@ async fn one(
     Ok(status)
 }
 
-/// Runs the workload; `get` first writes the key it reads.
+/// Runs the workload; `get` and `v3-range` first write the key they read.
 pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
+    match spec.workload.as_str() {
+        "v3-put" | "v3-range" => return run_v3(spec).await,
+        "watch-fanout" => return watch_fanout(spec).await,
+        _ => {}
+    }
     let value = "x".repeat(spec.value_size);
     if spec.workload == "get" {
         let s = TcpStream::connect(&spec.addr).await?;
@@ -153,4 +160,192 @@ pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
         p50: pct(0.50),
         p99: pct(0.99),
     })
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+fn summarise(mut all: Vec<Duration>, failures: usize, elapsed: Duration) -> BenchResult {
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    BenchResult {
+        requests: all.len(),
+        failures,
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+async fn channel(addr: &str) -> std::io::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(io_err)?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(io_err)
+}
+
+/// v3 Put (distinct keys) or Range (one key, linearizable) over gRPC, one connection per task.
+async fn run_v3(spec: BenchSpec) -> std::io::Result<BenchResult> {
+    use proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
+    let value = vec![b'x'; spec.value_size];
+    let range = spec.workload == "v3-range";
+    if range {
+        KvClient::new(channel(&spec.addr).await?)
+            .put(PutRequest {
+                key: b"/bench/k0".to_vec(),
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(io_err)?;
+    }
+    let per = spec.requests.div_ceil(spec.conns.max(1));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..spec.conns.max(1) {
+        let addr = spec.addr.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut kv = KvClient::new(channel(&addr).await?);
+            let mut lat = Vec::with_capacity(per);
+            let mut failures = 0;
+            for i in 0..per {
+                let t = Instant::now();
+                let ok = if range {
+                    kv.range(RangeRequest {
+                        key: b"/bench/k0".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+                } else {
+                    kv.put(PutRequest {
+                        key: format!("/bench/c{c}-{i}").into_bytes(),
+                        value: value.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+                };
+                lat.push(t.elapsed());
+                if !ok {
+                    failures += 1;
+                }
+            }
+            Ok::<_, std::io::Error>((lat, failures))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        let (lat, f) = t.await.map_err(io_err)??;
+        all.extend(lat);
+        failures += f;
+    }
+    Ok(summarise(all, failures, start.elapsed()))
+}
+
+/// `requests` watchers on one key (`conns` streams share them), then 20 writes one after the other: each
+/// latency is from sending the Put until the last watcher got its event.
+async fn watch_fanout(spec: BenchSpec) -> std::io::Result<BenchResult> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proto::etcdserverpb::{
+        PutRequest, WatchCreateRequest, WatchRequest, kv_client::KvClient,
+        watch_client::WatchClient, watch_request,
+    };
+    const WRITES: usize = 20;
+    let streams = spec.conns.max(1);
+    let watchers = spec.requests.max(1);
+    let per = watchers.div_ceil(streams);
+    let got = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let created = Arc::new(AtomicUsize::new(0));
+    let ready = Arc::new(tokio::sync::Notify::new());
+    // Sixteen connections carry the streams, as a fleet of clients would spread over a few.
+    let mut chans = Vec::new();
+    for _ in 0..16.min(streams) {
+        chans.push(channel(&spec.addr).await?);
+    }
+    let mut keep = Vec::new();
+    for s in 0..streams {
+        let n = per.min(watchers.saturating_sub(s * per));
+        if n == 0 {
+            break;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(n + 1);
+        for _ in 0..n {
+            let req = WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: b"/fanout".to_vec(),
+                        ..Default::default()
+                    },
+                )),
+            };
+            tx.try_send(req).map_err(io_err)?;
+        }
+        keep.push(tx);
+        let mut client = WatchClient::new(chans[s % chans.len()].clone());
+        let mut inbound = client
+            .watch(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            }))
+            .await
+            .map_err(io_err)?
+            .into_inner();
+        let (got, done, created, ready) =
+            (got.clone(), done.clone(), created.clone(), ready.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = inbound.message().await {
+                if r.created && created.fetch_add(1, Ordering::SeqCst) + 1 == watchers {
+                    ready.notify_one();
+                }
+                if !r.events.is_empty()
+                    && got.fetch_add(r.events.len(), Ordering::SeqCst) + r.events.len() == watchers
+                {
+                    done.notify_one();
+                }
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while created.load(Ordering::SeqCst) < watchers {
+            ready.notified().await;
+        }
+    })
+    .await
+    .map_err(|_| io_err("watchers not created in time"))?;
+    let mut kv = KvClient::new(channel(&spec.addr).await?);
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for i in 0..WRITES {
+        got.store(0, Ordering::SeqCst);
+        let t = Instant::now();
+        kv.put(PutRequest {
+            key: b"/fanout".to_vec(),
+            value: i.to_string().into_bytes(),
+            ..Default::default()
+        })
+        .await
+        .map_err(io_err)?;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while got.load(Ordering::SeqCst) < watchers {
+                done.notified().await;
+            }
+        })
+        .await
+        .map_err(|_| io_err("events did not reach every watcher"))?;
+        lat.push(t.elapsed());
+    }
+    drop(keep);
+    Ok(summarise(lat, 0, start.elapsed()))
 }

@@ -1,4 +1,4 @@
-//! etcd: raft (openraft) over sled, serving the etcd v2 HTTP API.
+//! etcd: raft (openraft) over sled, serving the etcd v2 HTTP API and the v3 gRPC API on the same listeners.
 //!
 //! [`run`] starts a member on already-bound client listeners and stops it when the token fires.
 //! Shutdown order: stop accepting and end watches, stop raft, flush storage.

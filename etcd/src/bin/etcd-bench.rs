@@ -1,21 +1,22 @@
-//! etcd-bench: load generator for the v2 API (`etcd-bench --addr 127.0.0.1:2379 --workload put --conns 64`).
+//! etcd-bench: load generator for the v2 and v3 APIs (`etcd-bench --addr 127.0.0.1:2379 --workload put --conns 64`).
 
 use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "etcd-bench", about = "v2 API load generator")]
+#[command(name = "etcd-bench", about = "v2 and v3 API load generator")]
 struct Args {
     /// Server host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     addr: String,
-    /// put (distinct keys) or get (one key).
-    #[arg(long, default_value = "put", value_parser = ["put", "get"])]
+    /// put (distinct keys) or get (one key) over v2; v3-put or v3-range over gRPC; watch-fanout (--requests
+    /// watchers on one key over --conns streams, 20 writes).
+    #[arg(long, default_value = "put", value_parser = ["put", "get", "v3-put", "v3-range", "watch-fanout"])]
     workload: String,
-    /// Concurrent keep-alive connections.
+    /// Concurrent keep-alive connections (watch-fanout: watch streams).
     #[arg(long, default_value_t = 16)]
     conns: usize,
-    /// Total requests.
+    /// Total requests (watch-fanout: watchers).
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
     /// Value size in bytes.

@@ -74,7 +74,7 @@ pub struct LeaseKey(#[serde(with = "super::pb::b64")] pub Vec<u8>);
 pub struct LeaseInfo {
     /// Granted TTL.
     pub granted: i64,
-    /// Seconds left (rounded up, as etcd).
+    /// Whole seconds left (-1 once due).
     pub remaining: i64,
     /// The attached keys.
     pub keys: Vec<Vec<u8>>,
@@ -281,15 +281,18 @@ impl Store {
             order = SortOrder::Ascend;
         }
         if order != SortOrder::None {
-            kvs.sort_by(|a, b| match target {
+            let by = |a: &KeyValue, b: &KeyValue| match target {
                 SortTarget::Key => a.key.cmp(&b.key),
                 SortTarget::Version => a.version.cmp(&b.version),
                 SortTarget::Create => a.create_revision.cmp(&b.create_revision),
                 SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
                 SortTarget::Value => a.value.cmp(&b.value),
-            });
+            };
+            // Stable both ways, so equal entries stay in key order (what etcd's sort shows for small results).
             if order == SortOrder::Descend {
-                kvs.reverse();
+                kvs.sort_by(|a, b| by(b, a));
+            } else {
+                kvs.sort_by(by);
             }
         }
         let mut more = false;
@@ -782,11 +785,8 @@ impl Store {
         let left = l.deadline.saturating_sub(now);
         Some(LeaseInfo {
             granted: l.ttl,
-            remaining: if left <= 0 {
-                -1
-            } else {
-                (left + 999_999_999) / 1_000_000_000
-            },
+            // Whole seconds left, truncated as etcd's `int64(Remaining().Seconds())`.
+            remaining: if left <= 0 { -1 } else { left / 1_000_000_000 },
             keys: l.keys.iter().map(|k| k.0.clone()).collect(),
         })
     }
@@ -1162,6 +1162,7 @@ mod tests {
         assert_eq!(node.ttl, 10);
         let info = s.lease_info(7, NOW + 4_000_000_000).unwrap();
         assert_eq!((info.granted, info.remaining, info.keys.len()), (10, 6, 2));
+        assert_eq!(s.lease_info(7, NOW + 4_500_000_000).unwrap().remaining, 5);
         // Keep-alive moves the deadline of the lease and of its v2 node.
         let later = NOW + 5_000_000_000;
         s.apply(&Command {

@@ -145,3 +145,74 @@ impl Hub {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Pb;
+    use proto::mvccpb::KeyValue;
+
+    fn change(rev: u64, key: &str) -> Arc<Change> {
+        Arc::new(Change {
+            rev,
+            v2: Vec::new(),
+            v3: vec![Pb(mvccpb::Event {
+                r#type: EventType::Put as i32,
+                kv: Some(KeyValue {
+                    key: key.into(),
+                    mod_revision: rev as i64,
+                    ..Default::default()
+                }),
+                prev_kv: None,
+            })],
+        })
+    }
+
+    #[test]
+    fn a_full_stream_is_taken_out_and_told_where_it_stopped() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = Sink {
+            tx,
+            lagged: Arc::new(Mutex::new(Vec::new())),
+            wake: Arc::new(Notify::new()),
+        };
+        let mut hub = Hub::default();
+        let spec = Spec {
+            key: b"a".to_vec(),
+            end: b"b".to_vec(),
+            ..Default::default()
+        };
+        hub.add(7, spec, 2, sink.clone());
+        hub.notify(&change(1, "a1")); // before `since`
+        hub.notify(&change(2, "zz")); // not in range
+        hub.notify(&change(3, "a3"));
+        hub.notify(&change(4, "a4")); // the buffer is full
+        hub.notify(&change(5, "a5"));
+        assert_eq!(hub.count(), 0);
+        assert_eq!(*sink.lagged.lock().unwrap(), vec![(7, 4)]);
+        let (id, ch) = rx.try_recv().unwrap();
+        assert_eq!((id, ch.rev), (7, 3));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn filters_and_ranges() {
+        let put = change(1, "k");
+        let one = Spec {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        assert!(one.wants(&put.v3[0]));
+        let from = Spec {
+            key: b"a".to_vec(),
+            end: vec![0],
+            ..Default::default()
+        };
+        assert!(from.wants(&put.v3[0]));
+        let no_put = Spec {
+            no_put: true,
+            ..one
+        };
+        assert!(!no_put.wants(&put.v3[0]));
+    }
+}

@@ -9,4 +9,6 @@ mod etcdctl_v3;
 mod linearizability;
 mod support;
 mod v3_client;
+mod v3_cross;
 mod v3_etcd_client;
+mod v3_etcdctl;

@@ -188,3 +188,35 @@ fn a_lease_keeper_outlives_its_ttl_on_ours_and_reports_loss() {
         assert!(keeper.is_lost());
     });
 }
+
+#[test]
+fn the_v3_load_generator_does_real_requests() {
+    let s = Ours::start();
+    let rt = rt();
+    for (workload, requests, conns) in [
+        ("v3-put", 100, 4),
+        ("v3-range", 100, 4),
+        ("watch-fanout", 50, 5),
+    ] {
+        let spec = etcd::bench::BenchSpec {
+            addr: s.addr.clone(),
+            workload: workload.into(),
+            conns,
+            requests,
+            value_size: 16,
+        };
+        let res = rt.block_on(etcd::bench::run(spec)).expect("bench");
+        let want = if workload == "watch-fanout" {
+            20
+        } else {
+            requests
+        };
+        assert_eq!((res.requests, res.failures), (want, 0), "{workload}");
+    }
+    rt.block_on(async {
+        let client = Client::connect(&[format!("http://{}", s.addr)]).unwrap();
+        let (kvs, _) = client.get_prefix("/bench/").await.unwrap();
+        assert_eq!(kvs.len(), 101, "100 distinct put keys plus the range key");
+        assert_eq!(client.get("/fanout").await.unwrap().unwrap().version, 20);
+    });
+}
