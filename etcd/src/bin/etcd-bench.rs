@@ -6,11 +6,11 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "etcd-bench", about = "v2 API load generator")]
 struct Args {
-    /// Server host:port.
+    /// Server host:port (comma-separated: connections are spread over the members).
     #[arg(long, default_value = "127.0.0.1:2379")]
     addr: String,
-    /// put (distinct keys) or get (one key).
-    #[arg(long, default_value = "put", value_parser = ["put", "get"])]
+    /// put (distinct keys), get (one key) or qget (one key, quorum=true).
+    #[arg(long, default_value = "put", value_parser = ["put", "get", "qget"])]
     workload: String,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 16)]

@@ -206,6 +206,9 @@ pub(crate) struct Shared {
     stats: Arc<PeerStats>,
     conns: std::sync::Mutex<HashMap<u64, PeerConn>>,
     stop: tokio_util::sync::CancellationToken,
+    /// Learners added with `learner: true`, which wait for an explicit promotion. Kept by the leader that
+    /// added them only: after a leader change they are promoted once caught up, like other learners.
+    stay_learners: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -546,7 +549,9 @@ impl Router {
                     peer_urls,
                     client_urls: Vec::new(),
                 };
-                let _ = learner;
+                if learner && let Ok(mut s) = self.shared.stay_learners.lock() {
+                    s.insert(id);
+                }
                 (ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), reply)
             }
             members::Change::Remove { id } => {
@@ -598,6 +603,9 @@ impl Router {
                 }
                 if !self.caught_up(id) {
                     return Ok(Err(MemberError::LearnerNotReady));
+                }
+                if let Ok(mut s) = self.shared.stay_learners.lock() {
+                    s.remove(&id);
                 }
                 (ChangeMembers::AddVoterIds(BTreeSet::from([id])), m.member)
             }
@@ -747,8 +755,14 @@ impl Router {
                 }
                 m.membership_config.membership().learner_ids().collect()
             };
+            let stay = self
+                .shared
+                .stay_learners
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             for id in learners {
-                if self.caught_up(id) {
+                if !stay.contains(&id) && self.caught_up(id) {
                     tracing::info!(member = %format!("{id:x}"), "promoting the caught-up learner to voter");
                     if let Err(e) = self
                         .local_change(members::Change::Promote { id })
@@ -832,7 +846,9 @@ impl RaftNode {
             election_timeout_min: election,
             election_timeout_max: election * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(params.snapshot_count.max(1)),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot for followers that lag a little; one further behind gets the
+            // snapshot. Bounded, so the log (and memory) stays bounded under hours of writes.
+            max_in_snapshot_log_to_keep: params.snapshot_count.clamp(1, 1000),
             // Small chunks keep each snapshot RPC well inside its timeout on a loaded machine.
             snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: election.max(2000),
@@ -904,6 +920,7 @@ impl RaftNode {
                 stats,
                 conns: std::sync::Mutex::new(HashMap::new()),
                 stop: tokio_util::sync::CancellationToken::new(),
+                stay_learners: std::sync::Mutex::new(BTreeSet::new()),
             }),
         };
         let (proposals, rx) = tokio::sync::mpsc::channel(MAX_BATCH * 4);

@@ -951,3 +951,65 @@ fn our_etcdctl_prints_what_debians_prints_against_a_debian_cluster() {
         Some(format!("{:x}", etcd::cluster::cluster_id(&ids)).as_str())
     );
 }
+
+#[test]
+fn a_member_down_for_long_catches_up_through_a_snapshot() {
+    // --snapshot-count 200 (see `Cluster::start`): the log behind the last snapshot is purged quickly.
+    let mut c = Cluster::start_static(3);
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let lagging = (leader + 1) % 3;
+    c.members[lagging]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .kill9()
+        .expect("kill");
+    let addr = c.members[leader].client();
+    // Sequential writes: one raft entry each, far more than the snapshot interval plus the kept log.
+    let written = c
+        .cli
+        .enter(move || {
+            for i in 0..700 {
+                let r = client::request(
+                    &addr,
+                    "PUT",
+                    &format!("/v2/keys/lag/k{i}"),
+                    Some(&format!("value={i}")),
+                    Some(Duration::from_secs(10)),
+                )?;
+                if r.status != 201 {
+                    return Err(std::io::Error::other(r.text()));
+                }
+            }
+            Ok(700)
+        })
+        .expect("in host")
+        .expect("writes");
+    c.members[lagging]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .restart()
+        .expect("restart");
+    c.wait_healthy(lagging);
+    poll_until(
+        "the lagging member has every key",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let r = c.try_req(lagging, "GET", "/v2/keys/lag", None).ok()?;
+            (json(&r)["node"]["nodes"].as_array()?.len() == written).then_some(())
+        },
+    )
+    .expect("caught up");
+    let metrics = c.req(lagging, "GET", "/metrics", None).text();
+    let received: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_network_snapshot_receive_success "))
+        .and_then(|v| v.parse().ok())
+        .expect("snapshot metric");
+    assert!(received >= 1, "caught up without a snapshot:\n{metrics}");
+    let r = c.req(lagging, "GET", "/v2/keys/lag/k699", None);
+    assert_eq!(json(&r)["node"]["value"], "699");
+    c.assert_alive(&[0, 1, 2]);
+}
