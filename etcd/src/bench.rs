@@ -10,9 +10,10 @@ use tokio::net::TcpStream;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchSpec {
-    /// host:port of the server.
+    /// host:port of the server; several, comma-separated, spread the connections over cluster members.
     pub addr: String,
-    /// `put` or `get` (v2), `v3-put`, `v3-range` or `watch-fanout`.
+    /// `put`, `get` (plain read of one key) or `qget` (linearizable read: `quorum=true`) over v2; `v3-put`,
+    /// `v3-range` or `watch-fanout` over gRPC (v3: the first address only).
     pub workload: String,
     /// Concurrent connections.
     pub conns: usize,
@@ -87,7 +88,7 @@ async fn one(
     Ok(status)
 }
 
-/// Runs the workload; `get` and `v3-range` first write the key they read.
+/// Runs the workload; `get`, `qget` and `v3-range` first write the key they read.
 pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
     match spec.workload.as_str() {
         "v3-put" | "v3-range" => return run_v3(spec).await,
@@ -95,8 +96,18 @@ pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
         _ => {}
     }
     let value = "x".repeat(spec.value_size);
-    if spec.workload == "get" {
-        let s = TcpStream::connect(&spec.addr).await?;
+    let addrs: Vec<String> = spec
+        .addr
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::other("no server address"));
+    }
+    let reads = spec.workload == "get" || spec.workload == "qget";
+    if reads {
+        let s = TcpStream::connect(&addrs[0]).await?;
         let (r, mut w) = s.into_split();
         let mut r = BufReader::new(r);
         let body = format!("value={value}");
@@ -112,8 +123,9 @@ pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
     for c in 0..spec.conns.max(1) {
         let spec = spec.clone();
         let value = value.clone();
+        let addr = addrs[c % addrs.len()].clone();
         tasks.push(tokio::spawn(async move {
-            let s = TcpStream::connect(&spec.addr).await?;
+            let s = TcpStream::connect(&addr).await?;
             s.set_nodelay(true)?;
             let (r, mut w) = s.into_split();
             let mut r = BufReader::new(r);
@@ -122,6 +134,8 @@ pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
             for i in 0..per {
                 let req = if spec.workload == "get" {
                     "GET /v2/keys/bench/k0 HTTP/1.1\r\nHost: b\r\n\r\n".to_string()
+                } else if spec.workload == "qget" {
+                    "GET /v2/keys/bench/k0?quorum=true HTTP/1.1\r\nHost: b\r\n\r\n".to_string()
                 } else {
                     let body = format!("value={value}");
                     format!(
@@ -182,7 +196,9 @@ fn summarise(mut all: Vec<Duration>, failures: usize, elapsed: Duration) -> Benc
     }
 }
 
-async fn channel(addr: &str) -> std::io::Result<tonic::transport::Channel> {
+/// A gRPC channel to the first of the comma-separated addresses.
+async fn channel(addrs: &str) -> std::io::Result<tonic::transport::Channel> {
+    let addr = addrs.split(',').next().unwrap_or_default().trim();
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(io_err)?
         .tcp_nodelay(true)

@@ -18,8 +18,6 @@ pub const CLUSTER_VERSION: &str = "3.4.0";
 /// Flags etcd has that this server does not implement yet; they are refused, never ignored.
 const UNSUPPORTED: &[&str] = &[
     "wal-dir",
-    "discovery",
-    "discovery-fallback",
     "discovery-proxy",
     "discovery-srv",
     "proxy",
@@ -130,6 +128,16 @@ pub struct Flags {
     /// Refuse membership changes that would leave fewer started members than a quorum (set false to force).
     #[arg(long = "strict-reconfig-check", env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool)]
     pub strict_reconfig_check: bool,
+    /// Discovery URL used to bootstrap the cluster (etcd's discovery protocol).
+    #[arg(long, env = "ETCD_DISCOVERY")]
+    pub discovery: Option<String>,
+    /// What a member does when the discovery registry is full: exit, or proxy (not supported yet: exits too).
+    #[arg(
+        long = "discovery-fallback",
+        env = "ETCD_DISCOVERY_FALLBACK",
+        default_value = "proxy"
+    )]
+    pub discovery_fallback: String,
     /// Accepted for compatibility: the v2 API is always on.
     #[arg(long = "enable-v2", env = "ETCD_ENABLE_V2", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub enable_v2: Option<bool>,
@@ -254,6 +262,10 @@ pub struct Settings {
     pub join_existing: bool,
     /// `--strict-reconfig-check`.
     pub strict_reconfig: bool,
+    /// `--discovery`: bootstrap through this registry on a fresh data dir.
+    pub discovery: Option<String>,
+    /// `--discovery-fallback exit` (else proxy, which is not supported yet and exits too).
+    pub discovery_fallback_exit: bool,
     /// Bound peer listeners handed to [`crate::run`] (the binary binds `listen_peer_urls`; in-process
     /// single-member servers need none).
     pub peer_listeners: PeerListeners,
@@ -394,6 +406,42 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
     Ok(Invocation::Run(Box::new(flags)))
 }
 
+/// Parses `name=peerURL,...` (a name may repeat for several URLs), keeping the order of first appearance.
+pub fn parse_initial_cluster(initial: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in initial.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, u) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::InitialCluster(format!("{part:?} is not name=url")))?;
+        let u = urls("initial-cluster", u)?
+            .iter()
+            .map(url_string)
+            .collect::<Vec<_>>();
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, list)) => list.extend(u),
+            None => members.push((name.to_string(), u)),
+        }
+    }
+    Ok(members)
+}
+
+/// Member ids (etcd's derivation from peer URLs and `token`) → peer URLs.
+pub fn members_by_id(
+    members: &[(String, Vec<String>)],
+    token: &str,
+) -> Result<BTreeMap<u64, Vec<String>>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, urls) in members {
+        let id = cluster::member_id(urls, token);
+        if out.insert(id, urls.clone()).is_some() {
+            return Err(ConfigError::InitialCluster(format!(
+                "member {name:?} has the same peer URLs (and so the same id) as another member"
+            )));
+        }
+    }
+    Ok(out)
+}
+
 /// The lines `etcd --version` prints.
 pub fn version_text() -> String {
     format!(
@@ -468,24 +516,29 @@ impl Flags {
         .iter()
         .map(url_string)
         .collect();
+        if let Some(d) = &self.discovery {
+            if self.initial_cluster.is_some() {
+                return Err(ConfigError::InitialCluster(
+                    "multiple discovery or bootstrap flags are set: choose one of --initial-cluster or --discovery".into(),
+                ));
+            }
+            if !matches!(self.discovery_fallback.as_str(), "exit" | "proxy") {
+                return Err(ConfigError::Unsupported(format!(
+                    "--discovery-fallback {:?}: must be exit or proxy",
+                    self.discovery_fallback
+                )));
+            }
+            url::Url::parse(d).map_err(|e| ConfigError::Url {
+                flag: "discovery",
+                url: d.clone(),
+                why: e.to_string(),
+            })?;
+        }
         let initial = self
             .initial_cluster
             .clone()
             .unwrap_or_else(|| format!("{}={}", self.name, own_peers.join(",")));
-        let mut members: Vec<(String, Vec<String>)> = Vec::new();
-        for part in initial.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, u) = part
-                .split_once('=')
-                .ok_or_else(|| ConfigError::InitialCluster(format!("{part:?} is not name=url")))?;
-            let u = urls("initial-cluster", u)?
-                .iter()
-                .map(url_string)
-                .collect::<Vec<_>>();
-            match members.iter_mut().find(|(n, _)| n == name) {
-                Some((_, list)) => list.extend(u),
-                None => members.push((name.to_string(), u)),
-            }
-        }
+        let members = parse_initial_cluster(&initial)?;
         let Some((_, peers)) = members.iter().find(|(n, _)| *n == self.name) else {
             return Err(ConfigError::InitialCluster(format!(
                 "couldn't find local name {:?} in the initial cluster configuration",
@@ -512,17 +565,14 @@ impl Flags {
                 )));
             }
         };
-        let mut initial_members = BTreeMap::new();
-        for (name, urls) in &members {
-            let id = cluster::member_id(urls, &self.initial_cluster_token);
-            if initial_members.insert(id, urls.clone()).is_some() {
-                return Err(ConfigError::InitialCluster(format!(
-                    "member {name:?} has the same peer URLs (and so the same id) as another member"
-                )));
-            }
-        }
+        // With discovery, ids derive from the discovery URL (etcd uses it as the cluster token).
+        let token = self
+            .discovery
+            .clone()
+            .unwrap_or_else(|| self.initial_cluster_token.clone());
+        let initial_members = members_by_id(&members, &token)?;
         let ids: Vec<u64> = initial_members.keys().copied().collect();
-        let member_id = cluster::member_id(peers, &self.initial_cluster_token);
+        let member_id = cluster::member_id(peers, &token);
         Ok(Settings {
             name: self.name.clone(),
             data_dir: self
@@ -532,7 +582,7 @@ impl Flags {
             listen_client_urls: listen,
             advertise_client_urls: advertise,
             peer_urls: peers.clone(),
-            token: self.initial_cluster_token.clone(),
+            token,
             member_id,
             cluster_id: cluster::cluster_id(&ids),
             heartbeat: Duration::from_millis(self.heartbeat_interval),
@@ -549,6 +599,8 @@ impl Flags {
             join_existing,
             strict_reconfig: self.strict_reconfig_check,
             peer_listeners: PeerListeners::default(),
+            discovery: self.discovery.clone(),
+            discovery_fallback_exit: self.discovery_fallback == "exit",
         })
     }
 }
@@ -585,7 +637,7 @@ mod tests {
         assert_eq!(f.heartbeat_interval, 50);
         assert!(run(&["--no-such-flag"]).is_err());
         assert!(
-            run(&["--discovery", "x"])
+            run(&["--discovery-srv", "x"])
                 .unwrap_err()
                 .contains("does not support")
         );

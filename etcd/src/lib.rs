@@ -7,6 +7,8 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod discovery;
+pub mod discovery_service;
 pub mod http;
 pub mod raft;
 pub mod storage;
@@ -193,6 +195,53 @@ async fn resolve_joining_identity<B: Backend>(b: &B, s: &mut Settings) -> Result
     Ok(())
 }
 
+/// `--discovery` on a fresh data dir: learns `--initial-cluster` from the registry (then the cluster bootstraps
+/// as a static one); with a data dir, the ids recorded there are used and the registry is not asked.
+async fn bootstrap_by_discovery<B: Backend>(
+    b: &B,
+    s: &mut Settings,
+    url: String,
+) -> Result<(), RunError> {
+    if let Some(bytes) = b.get_meta("identity")?
+        && let Ok(stored) = serde_json::from_slice::<Identity>(&bytes)
+        && stored.name == s.name
+    {
+        s.member_id = stored.member_id;
+        s.cluster_id = stored.cluster_id;
+        return Ok(());
+    }
+    let (id, name, peers) = (s.member_id, s.name.clone(), s.peer_urls.clone());
+    let found = tokio::task::spawn_blocking(move || discovery::discover(&url, id, &name, &peers))
+        .await
+        .map_err(|e| RunError::Internal(format!("discovery: {e}")))?;
+    let initial = match found {
+        Ok(i) => i,
+        Err(discovery::DiscoveryError::Full) if s.discovery_fallback_exit => {
+            return Err(RunError::Identity(
+                "failed to join discovery cluster (discovery: cluster is full); please generate a new discovery token".into(),
+            ));
+        }
+        Err(discovery::DiscoveryError::Full) => {
+            return Err(RunError::Identity(
+                "discovery: cluster is full, and falling back to proxy is not supported yet (use --discovery-fallback exit, or a new discovery token)".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(RunError::Identity(format!(
+                "failed to join discovery cluster ({e})"
+            )));
+        }
+    };
+    tracing::info!(%initial, "discovery: cluster found");
+    let members = config::parse_initial_cluster(&initial)
+        .and_then(|m| config::members_by_id(&m, &s.token))
+        .map_err(|e| RunError::Identity(format!("discovery returned a bad cluster: {e}")))?;
+    let ids: Vec<u64> = members.keys().copied().collect();
+    s.cluster_id = cluster::cluster_id(&ids);
+    s.initial_members = members;
+    Ok(())
+}
+
 /// How often the leader checks for expired keys (etcd's SYNC tick).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
@@ -214,6 +263,8 @@ pub async fn run(
         })??;
     if settings.join_existing {
         resolve_joining_identity(&backend, &mut settings).await?;
+    } else if let Some(url) = settings.discovery.clone() {
+        bootstrap_by_discovery(&backend, &mut settings, url).await?;
     }
     check_identity(&backend, &settings)?;
     backend.flush().await?;

@@ -6,12 +6,12 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "etcd-bench", about = "v2 and v3 API load generator")]
 struct Args {
-    /// Server host:port.
+    /// Server host:port (comma-separated: connections are spread over the members).
     #[arg(long, default_value = "127.0.0.1:2379")]
     addr: String,
-    /// put (distinct keys) or get (one key) over v2; v3-put or v3-range over gRPC; watch-fanout (--requests
-    /// watchers on one key over --conns streams, 20 writes).
-    #[arg(long, default_value = "put", value_parser = ["put", "get", "v3-put", "v3-range", "watch-fanout"])]
+    /// put (distinct keys), get (one key) or qget (one key, quorum=true) over v2; v3-put or v3-range over
+    /// gRPC; watch-fanout (--requests watchers on one key over --conns streams, 20 writes).
+    #[arg(long, default_value = "put", value_parser = ["put", "get", "qget", "v3-put", "v3-range", "watch-fanout"])]
     workload: String,
     /// Concurrent keep-alive connections (watch-fanout: watch streams).
     #[arg(long, default_value_t = 16)]

@@ -56,6 +56,15 @@ pub async fn handle(State(app): State<Arc<App>>) -> Response {
     );
     let me = app.node.id();
     metric(
+        "etcd_network_snapshot_receive_success",
+        "counter",
+        "Total number of successful snapshot receives.",
+        app.node
+            .peer_stats()
+            .snapshots_received
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    metric(
         "etcd_server_is_learner",
         "gauge",
         "Whether or not this member is a learner. 1 if is, 0 otherwise.",

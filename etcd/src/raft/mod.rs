@@ -206,6 +206,13 @@ pub(crate) struct Shared {
     stats: Arc<PeerStats>,
     conns: std::sync::Mutex<HashMap<u64, PeerConn>>,
     stop: tokio_util::sync::CancellationToken,
+    /// Read-index requests of concurrent linearizable reads, served one round for all: on the leader
+    /// (`get_read_log_id`) and towards the leader (`ReadIndex`).
+    leader_reads: std::sync::OnceLock<ReadBatch>,
+    remote_reads: std::sync::OnceLock<ReadBatch>,
+    /// Learners added with `learner: true`, which wait for an explicit promotion. Kept by the leader that
+    /// added them only: after a leader change they are promoted once caught up, like other learners.
+    stay_learners: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -216,6 +223,55 @@ pub(crate) struct Forwarded {
     term: u64,
     /// Each event's `X-Etcd-Index` (not part of the event's serialised form).
     etcd_indexes: Vec<u64>,
+}
+
+type IndexReply = Result<u64, Refused>;
+
+/// Coalesces concurrent read-index requests: every request queued while a round runs is answered by the next
+/// round, which starts after it arrived, so the index is as fresh as a round of its own would give.
+#[derive(Clone)]
+pub(crate) struct ReadBatch(
+    tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<IndexReply>>,
+);
+
+impl ReadBatch {
+    fn spawn<F, Fut>(stop: tokio_util::sync::CancellationToken, round: F) -> ReadBatch
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = IndexReply> + Send,
+    {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<IndexReply>>();
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    w = rx.recv() => match w {
+                        Some(w) => w,
+                        None => return,
+                    },
+                };
+                let mut waiters = vec![first];
+                while let Ok(w) = rx.try_recv() {
+                    waiters.push(w);
+                }
+                let res = round().await;
+                for w in waiters {
+                    let _ = w.send(res.clone());
+                }
+            }
+        });
+        ReadBatch(tx)
+    }
+
+    async fn get(&self) -> IndexReply {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.0.send(tx).is_err() {
+            return Err(Refused::Failed(internal("raft is stopped")));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Refused::Failed(internal("raft is stopped"))))
+    }
 }
 
 /// A follower's reply when a request must go to the leader.
@@ -408,8 +464,51 @@ impl Router {
         }
     }
 
-    /// The read index on this member, which must lead: the commit index once leadership is confirmed.
+    /// The read index on this member, which must lead (batched with concurrent requests).
     pub(crate) async fn local_read_index(&self) -> Result<u64, Refused> {
+        match self.shared.leader_reads.get() {
+            Some(b) => b.get().await,
+            None => self.read_index_round().await,
+        }
+    }
+
+    /// The read index from the leader (batched with concurrent requests).
+    async fn remote_read_index(&self, deadline: tokio::time::Instant) -> Result<u64, Refused> {
+        match self.shared.remote_reads.get() {
+            Some(b) => b.get().await,
+            None => self.remote_read_round(deadline).await,
+        }
+    }
+
+    /// One read-index request to the current leader.
+    async fn remote_read_round(&self, deadline: tokio::time::Instant) -> Result<u64, Refused> {
+        let Some(leader) = self.leader(deadline).await else {
+            return Err(Refused::NotLeader(None));
+        };
+        if leader == self.id() {
+            return self.local_read_index().await;
+        }
+        let Some(mut conn) = self.conn(leader) else {
+            // The leader's address is not known here yet (a joining member).
+            return Err(Refused::NotLeader(None));
+        };
+        let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match conn
+            .call::<_, Result<u64, Refused>>(Rpc::ReadIndex, &(), ttl)
+            .await
+        {
+            Ok(r) => r,
+            Err(CallError::Unreachable { .. }) => {
+                self.forget_conn(leader);
+                Err(Refused::NotLeader(None))
+            }
+            Err(e) => Err(Refused::Failed(internal(e))),
+        }
+    }
+
+    /// One read-index round on this member, which must lead: the commit index once a heartbeat quorum
+    /// confirmed the leadership.
+    async fn read_index_round(&self) -> Result<u64, Refused> {
         match self.raft.get_read_log_id().await {
             Ok((read, _)) => Ok(read.map(|l| l.index).unwrap_or(0)),
             Err(e) => match e.forward_to_leader() {
@@ -430,26 +529,7 @@ impl Router {
             let res = if leader == self.id() {
                 self.local_read_index().await
             } else {
-                let Some(mut conn) = self.conn(leader) else {
-                    // The leader's address is not known here yet (a joining member).
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(timed_out());
-                    }
-                    self.settle(deadline).await;
-                    continue;
-                };
-                let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match conn
-                    .call::<_, Result<u64, Refused>>(Rpc::ReadIndex, &(), ttl)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(CallError::Unreachable { .. }) => {
-                        self.forget_conn(leader);
-                        Err(Refused::NotLeader(None))
-                    }
-                    Err(e) => Err(Refused::Failed(internal(e))),
-                }
+                self.remote_read_index(deadline).await
             };
             match res {
                 Ok(index) => {
@@ -546,7 +626,9 @@ impl Router {
                     peer_urls,
                     client_urls: Vec::new(),
                 };
-                let _ = learner;
+                if learner && let Ok(mut s) = self.shared.stay_learners.lock() {
+                    s.insert(id);
+                }
                 (ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), reply)
             }
             members::Change::Remove { id } => {
@@ -598,6 +680,9 @@ impl Router {
                 }
                 if !self.caught_up(id) {
                     return Ok(Err(MemberError::LearnerNotReady));
+                }
+                if let Ok(mut s) = self.shared.stay_learners.lock() {
+                    s.remove(&id);
                 }
                 (ChangeMembers::AddVoterIds(BTreeSet::from([id])), m.member)
             }
@@ -747,8 +832,14 @@ impl Router {
                 }
                 m.membership_config.membership().learner_ids().collect()
             };
+            let stay = self
+                .shared
+                .stay_learners
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             for id in learners {
-                if self.caught_up(id) {
+                if !stay.contains(&id) && self.caught_up(id) {
                     tracing::info!(member = %format!("{id:x}"), "promoting the caught-up learner to voter");
                     if let Err(e) = self
                         .local_change(members::Change::Promote { id })
@@ -829,10 +920,15 @@ impl RaftNode {
         let config = Config {
             cluster_name: "etcd".into(),
             heartbeat_interval: heartbeat,
-            election_timeout_min: election,
-            election_timeout_max: election * 2,
+            // openraft waits out a leader lease (= election_timeout_max) before its randomised election
+            // timeout, so a follower elects 1.0-1.5 election timeouts after the leader's last heartbeat
+            // (etcd: 1-2).
+            election_timeout_min: (election / 4).max(heartbeat + 1),
+            election_timeout_max: (election * 3 / 4).max(heartbeat + 2),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(params.snapshot_count.max(1)),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot for followers that lag a little; one further behind gets the
+            // snapshot. Bounded, so the log (and memory) stays bounded under hours of writes.
+            max_in_snapshot_log_to_keep: params.snapshot_count.clamp(1, 1000),
             // Small chunks keep each snapshot RPC well inside its timeout on a loaded machine.
             snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: election.max(2000),
@@ -904,8 +1000,32 @@ impl RaftNode {
                 stats,
                 conns: std::sync::Mutex::new(HashMap::new()),
                 stop: tokio_util::sync::CancellationToken::new(),
+                stay_learners: std::sync::Mutex::new(BTreeSet::new()),
+                leader_reads: std::sync::OnceLock::new(),
+                remote_reads: std::sync::OnceLock::new(),
             }),
         };
+        {
+            let r = router.clone();
+            let _ = router.shared.leader_reads.set(ReadBatch::spawn(
+                router.shared.stop.clone(),
+                move || {
+                    let r = r.clone();
+                    async move { r.read_index_round().await }
+                },
+            ));
+            let r = router.clone();
+            let _ = router.shared.remote_reads.set(ReadBatch::spawn(
+                router.shared.stop.clone(),
+                move || {
+                    let r = r.clone();
+                    async move {
+                        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+                        r.remote_read_round(deadline).await
+                    }
+                },
+            ));
+        }
         let (proposals, rx) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(batcher(router.clone(), rx));
         tokio::spawn(router.clone().promote_learners());

@@ -230,6 +230,8 @@ pub struct PeerStats {
     pub sent_appends: std::sync::atomic::AtomicU64,
     /// Append-entries requests this member received.
     pub received_appends: std::sync::atomic::AtomicU64,
+    /// Snapshots this member received completely and installed.
+    pub snapshots_received: std::sync::atomic::AtomicU64,
 }
 
 impl PeerStats {

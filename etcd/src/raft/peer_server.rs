@@ -52,7 +52,16 @@ impl Peer for Service {
 
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(req)?;
-        encode(&self.router.raft.install_snapshot(req).await)
+        let done = req.done;
+        let res = self.router.raft.install_snapshot(req).await;
+        if done && res.is_ok() {
+            self.router
+                .shared
+                .stats
+                .snapshots_received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        encode(&res)
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

@@ -951,3 +951,190 @@ fn our_etcdctl_prints_what_debians_prints_against_a_debian_cluster() {
         Some(format!("{:x}", etcd::cluster::cluster_id(&ids)).as_str())
     );
 }
+
+#[test]
+fn a_member_down_for_long_catches_up_through_a_snapshot() {
+    // --snapshot-count 200 (see `Cluster::start`): the log behind the last snapshot is purged quickly.
+    let mut c = Cluster::start_static(3);
+    let leader = c.agreed_leader(&[0, 1, 2]);
+    let lagging = (leader + 1) % 3;
+    c.members[lagging]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .kill9()
+        .expect("kill");
+    let addr = c.members[leader].client();
+    // Sequential writes: one raft entry each, far more than the snapshot interval plus the kept log.
+    let written = c
+        .cli
+        .enter(move || {
+            for i in 0..700 {
+                let r = client::request(
+                    &addr,
+                    "PUT",
+                    &format!("/v2/keys/lag/k{i}"),
+                    Some(&format!("value={i}")),
+                    Some(Duration::from_secs(10)),
+                )?;
+                if r.status != 201 {
+                    return Err(std::io::Error::other(r.text()));
+                }
+            }
+            Ok(700)
+        })
+        .expect("in host")
+        .expect("writes");
+    c.members[lagging]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .restart()
+        .expect("restart");
+    c.wait_healthy(lagging);
+    poll_until(
+        "the lagging member has every key",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let r = c.try_req(lagging, "GET", "/v2/keys/lag", None).ok()?;
+            (json(&r)["node"]["nodes"].as_array()?.len() == written).then_some(())
+        },
+    )
+    .expect("caught up");
+    let metrics = c.req(lagging, "GET", "/metrics", None).text();
+    let received: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_network_snapshot_receive_success "))
+        .and_then(|v| v.parse().ok())
+        .expect("snapshot metric");
+    assert!(received >= 1, "caught up without a snapshot:\n{metrics}");
+    let r = c.req(lagging, "GET", "/v2/keys/lag/k699", None);
+    assert_eq!(json(&r)["node"]["value"], "699");
+    c.assert_alive(&[0, 1, 2]);
+}
+
+#[test]
+fn three_members_form_through_a_discovery_token_and_a_fourth_is_turned_away() {
+    // Host 5 runs the registry: a lone member of ours and etcd-discovery in front of it.
+    let mut c = Cluster::hosts(5);
+    let reg = c.members.remove(4);
+    let reg_addr = reg.host.addr();
+    let _registry = reg
+        .host
+        .spawn(
+            Spawn::new(etcd_bin())
+                .args(["--name", "registry"])
+                .arg("--data-dir")
+                .arg(&reg.dir)
+                .args(["--listen-client-urls", "http://127.0.0.1:2379"])
+                .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
+                .args(["--listen-peer-urls", "http://127.0.0.1:2380"]),
+        )
+        .expect("registry etcd");
+    let _service = reg
+        .host
+        .spawn(
+            Spawn::new(env!("CARGO_BIN_EXE_etcd-discovery"))
+                .args(["--etcd", "http://127.0.0.1:2379"])
+                .args(["--host", &format!("http://{reg_addr}:8087")])
+                .args(["--addr", "0.0.0.0:8087"]),
+        )
+        .expect("etcd-discovery");
+    let service = format!("{reg_addr}:8087");
+    let url = poll_until(
+        "a discovery token",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let r = c
+                .cli
+                .enter(|| {
+                    client::request(
+                        &service,
+                        "GET",
+                        "/new?size=3",
+                        None,
+                        Some(Duration::from_secs(5)),
+                    )
+                })
+                .ok()?
+                .ok()?;
+            (r.status == 200).then(|| r.text())
+        },
+    )
+    .expect("token");
+    assert!(url.starts_with(&format!("http://{service}/")), "{url}");
+    let bad = c
+        .cli
+        .enter(|| {
+            client::request(
+                &service,
+                "GET",
+                "/new?size=x",
+                None,
+                Some(Duration::from_secs(5)),
+            )
+        })
+        .expect("in host")
+        .expect("reply");
+    assert_eq!(bad.status, 400);
+
+    let start = |c: &mut Cluster, i: usize, fallback: &str| {
+        let m = &mut c.members[i];
+        let spawn = Spawn::new(etcd_bin())
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(["--listen-client-urls", &format!("http://{}", m.client())])
+            .args(["--advertise-client-urls", &format!("http://{}", m.client())])
+            .args(["--listen-peer-urls", &m.peer_url()])
+            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--discovery", &url])
+            .args(["--discovery-fallback", fallback]);
+        m.proc = Some(m.host.spawn(spawn).expect("starting our etcd"));
+    };
+    for i in [2, 0, 1] {
+        start(&mut c, i, "exit");
+    }
+    for i in 0..3 {
+        c.wait_healthy(i);
+    }
+    let lines = c.member_list(0);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    // Ids derive from the discovery URL (etcd uses it as the token), and the registry lists them.
+    for m in &c.members[..3] {
+        let id = etcd::cluster::member_id(&[m.peer_url()], &url);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{id:x}: name={} ", m.name))),
+            "{lines:?}"
+        );
+    }
+    let r = c.req(1, "PUT", "/v2/keys/through-discovery", Some("value=1"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The registry is full: a fourth member exits, naming the reason.
+    start(&mut c, 3, "exit");
+    let status = c.members[3]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .wait_timeout(Duration::from_secs(30))
+        .expect("fourth member exits");
+    assert!(!status.success());
+    assert!(
+        c.logs(3).contains("discovery: cluster is full"),
+        "{}",
+        c.logs(3)
+    );
+    // A restart uses the data dir, not the registry.
+    c.members[0]
+        .proc
+        .as_mut()
+        .expect("proc")
+        .restart()
+        .expect("restart");
+    c.wait_healthy(0);
+    c.assert_alive(&[0, 1, 2]);
+}
