@@ -489,7 +489,7 @@ impl Engine {
             });
         }
         let t = std::time::Instant::now();
-        let (file, summary) = self.download(&offer, passive).await?;
+        let (file, mut summary) = self.download(&offer, passive).await?;
         let t_download = t.elapsed();
         let parsed = self.verify_download(&file, &offer, &summary).await?;
         let t_verify = t.elapsed();
@@ -500,11 +500,23 @@ impl Engine {
                 reason = summary.not_applied.as_deref().unwrap_or(""),
                 "operations not written while downloading; applying the verified file"
             );
+            summary.read_back = None;
             self.apply(&file, passive).await?
         };
         let t_apply = t.elapsed();
         self.set_op(UpdateStatus::Verifying, 0.0);
-        self.verify_written(parsed, passive).await?;
+        match summary.read_back.take() {
+            // Most of the partition was read back while downloading.
+            Some(read_back) => {
+                blocking(move || -> Result<(), UpdateError> {
+                    let (n, digest) = read_back.finish().map_err(PayloadError::Write)?;
+                    payload::apply::check_written(&parsed, n, &digest)?;
+                    Ok(())
+                })
+                .await??
+            }
+            None => self.verify_written(parsed, passive).await?,
+        }
         let t_readback = t.elapsed();
         tracing::info!(
             download_apply_ms = t_download.as_millis() as u64,
@@ -532,7 +544,7 @@ impl Engine {
             self.settings.disk.display()
         );
         let _ = self.prefs.set(prefs::PREVIOUS_VERSION, &cfg.version);
-        let _ = std::fs::remove_file(&file);
+        remove_in_background(&file);
         let _ = self.prefs.delete(prefs::UPDATE_CHECK_RESPONSE_HASH);
         self.send_event(&cfg, ok_event(event_type::UPDATE_COMPLETE))
             .await;
@@ -880,16 +892,35 @@ fn write_stream(
         .append(have > 0)
         .open(path)
         .map_err(local)?;
-    let mut file = std::io::BufWriter::with_capacity(FILE_BUF, file);
+    let mut file = file;
     while let Some(chunk) = chunks.blocking_recv() {
+        // Straight from the network buffer into the page cache (the chunks
+        // are tens to hundreds of KiB: no buffering copy). The file is a
+        // resume cache checked by sha256 at the end: it is not synced (it
+        // is deleted after the update; syncing it would double the disk
+        // writes).
         file.write_all(&chunk).map_err(local)?;
         stream.feed_bytes(chunk);
     }
-    // The file is a resume cache checked by sha256 at the end: it is
-    // flushed to the page cache, not synced (it is deleted after the
-    // update; syncing it would double the disk writes).
-    file.flush().map_err(local)?;
     Ok(stream.finish())
+}
+
+/// Deletes a finished download file. Unlinking a large file whose pages are
+/// still cached takes a while (the kernel drops them), so the file is
+/// renamed out of the way at once and unlinked on a blocking thread; a new
+/// download can start meanwhile.
+fn remove_in_background(path: &Path) {
+    let doomed = path.with_extension("done");
+    match std::fs::rename(path, &doomed) {
+        Ok(()) => {
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_file(&doomed);
+            });
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn ok_event(ty: u32) -> Event {

@@ -84,27 +84,54 @@ pub(crate) fn write_op(
     op: &InstallOperation,
     data: &[u8],
 ) -> Result<(), PayloadError> {
+    write_op_pieces(disk, extent, block_size, index, op, &[data])
+}
+
+/// [`write_op`] with the data blob in pieces (as it came off the network):
+/// REPLACE data is written piece by piece without being gathered first;
+/// REPLACE_BZ data is gathered for the decoder.
+pub(crate) fn write_op_pieces<P: AsRef<[u8]>>(
+    disk: &File,
+    extent: PartitionExtent,
+    block_size: u64,
+    index: usize,
+    op: &InstallOperation,
+    pieces: &[P],
+) -> Result<(), PayloadError> {
     let fail = |reason: String| PayloadError::Operation { index, reason };
     let ty =
         OpType::try_from(op.r#type).map_err(|_| fail(format!("unknown type {}", op.r#type)))?;
-    let decoded;
-    let bytes: &[u8] = match ty {
-        OpType::Replace => data,
+    match ty {
+        OpType::Replace => write_extents(disk, extent, block_size, index, op, pieces),
         OpType::ReplaceBz => {
+            let mut data = Vec::new();
+            for p in pieces {
+                data.extend_from_slice(p.as_ref());
+            }
             let mut out = Vec::new();
-            bzip2::read::BzDecoder::new(data)
+            bzip2::read::BzDecoder::new(data.as_slice())
                 .read_to_end(&mut out)
                 .map_err(|e| fail(format!("bzip2: {e}")))?;
-            decoded = out;
-            &decoded
+            write_extents(disk, extent, block_size, index, op, &[out])
         }
-        OpType::Move | OpType::Bsdiff => {
-            return Err(fail(format!(
-                "{} operations belong to delta payloads, which are not supported",
-                ty.as_str_name()
-            )));
-        }
-    };
+        OpType::Move | OpType::Bsdiff => Err(fail(format!(
+            "{} operations belong to delta payloads, which are not supported",
+            ty.as_str_name()
+        ))),
+    }
+}
+
+/// Writes `pieces` (concatenated) to the operation's destination extents.
+fn write_extents<P: AsRef<[u8]>>(
+    disk: &File,
+    extent: PartitionExtent,
+    block_size: u64,
+    index: usize,
+    op: &InstallOperation,
+    pieces: &[P],
+) -> Result<(), PayloadError> {
+    let fail = |reason: String| PayloadError::Operation { index, reason };
+    let len: u64 = pieces.iter().map(|p| p.as_ref().len() as u64).sum();
     let dst_total = op
         .dst_extents
         .iter()
@@ -114,13 +141,13 @@ pub(crate) fn write_op(
                 .and_then(|n| acc.checked_add(n))
         })
         .ok_or_else(|| fail("extent sizes overflow".into()))?;
-    if dst_total != bytes.len() as u64 {
+    if dst_total != len {
         return Err(fail(format!(
-            "{} bytes of data for {dst_total} bytes of extents",
-            bytes.len()
+            "{len} bytes of data for {dst_total} bytes of extents"
         )));
     }
-    let mut pos = 0usize;
+    // Where we are in `pieces`: piece index and offset inside it.
+    let (mut piece, mut at) = (0usize, 0usize);
     for e in &op.dst_extents {
         let start = e.start_block().checked_mul(block_size);
         let n = e.num_blocks() * block_size; // bounded by dst_total above
@@ -131,9 +158,22 @@ pub(crate) fn write_op(
                 e.start_block()
             )));
         };
-        disk.write_all_at(&bytes[pos..pos + n as usize], extent.offset + start)
-            .map_err(PayloadError::Write)?;
-        pos += n as usize;
+        let mut done = 0u64;
+        while done < n {
+            let Some(p) = pieces.get(piece) else {
+                break; // unreachable: the lengths were checked above
+            };
+            let p = p.as_ref();
+            let take = ((p.len() - at) as u64).min(n - done) as usize;
+            disk.write_all_at(&p[at..at + take], extent.offset + start + done)
+                .map_err(PayloadError::Write)?;
+            done += take as u64;
+            at += take;
+            if at == p.len() {
+                piece += 1;
+                at = 0;
+            }
+        }
     }
     Ok(())
 }
@@ -195,9 +235,24 @@ pub fn verify_written(
         (read, hasher.finalize())
     });
     let n = read.map_err(PayloadError::Write)?;
-    if n != size {
+    check_written(parsed, n, &digest.into())
+}
+
+/// Compares a read-back of the partition (`read` bytes hashed to `digest`)
+/// with the manifest's `new_partition_info`.
+pub fn check_written(
+    parsed: &ParsedPayload,
+    read: u64,
+    digest: &[u8; 32],
+) -> Result<(), PayloadError> {
+    let info =
+        parsed.manifest.new_partition_info.as_ref().ok_or_else(|| {
+            PayloadError::Verification("manifest has no new_partition_info".into())
+        })?;
+    let size = info.size();
+    if read != size {
         return Err(PayloadError::Verification(format!(
-            "read {n} of {size} bytes back"
+            "read {read} of {size} bytes back"
         )));
     }
     if digest.as_slice() != info.hash() {

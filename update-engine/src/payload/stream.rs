@@ -1,19 +1,35 @@
 //! Single-pass processing of a payload as its bytes arrive: one SHA-256
 //! over the whole payload (its state at the end of the signed bytes gives the
-//! signature digest), and REPLACE/REPLACE_BZ operations written to the
-//! target partition as soon as their data blobs are complete.
+//! signature digest), REPLACE/REPLACE_BZ operations written to the target
+//! partition as soon as their data blobs are complete, each operation's data
+//! hash checked, and the written partition read back and hashed behind the
+//! writes.
 //!
 //! Nothing here decides whether the payload is good: the caller checks the
 //! digests and the signature once every byte is in, and only then marks the
 //! partition bootable. Writing the passive partition early is safe because it
 //! is not bootable until the GPT flip. Anything the streaming writer does not
 //! handle (a manifest that does not parse, operations out of data order, an
-//! operation failing) only stops the streaming writes; the caller then
-//! applies the verified file with [`super::apply::apply_payload`], which
-//! reports the error with its usual code.
+//! operation failing, an operation whose data hash differs) only stops the
+//! streaming writes; the caller then applies the verified file with
+//! [`super::apply::apply_payload`], which reports the error with its usual
+//! code.
+//!
+//! The work runs on four threads so that it overlaps: the caller's (file
+//! appends and partition writes, with the kernel's writeback started every
+//! [`WRITEBACK_WINDOW`] bytes so that the final fsync finds little left to
+//! write), the payload hash, the operation hashes, and the read-back. The
+//! read-back follows the writes when every operation writes behind the
+//! previous ones (a full payload does): a region it has hashed is never
+//! written again, so after the final fsync only the tail is left to read.
+//! It reads through the page cache, as the original's verifier does.
 
+use std::collections::VecDeque;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 
+use bytes::{Buf, Bytes};
+use proto::chromeos_update_engine::InstallOperation;
 use sha2::{Digest, Sha256};
 
 use super::{FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MANIFEST_LEN, ParsedPayload, read_manifest};
@@ -21,6 +37,10 @@ use crate::gpt::PartitionExtent;
 
 /// Operations with larger data blobs are left to the file-based apply.
 const MAX_STREAMED_OP: u64 = 64 << 20;
+/// Bytes written to the partition between two starts of writeback.
+pub const WRITEBACK_WINDOW: u64 = 16 << 20;
+/// Largest read of the read-back.
+const READ_BACK_BUF: usize = 8 << 20;
 
 /// What the stream saw, once every byte has been fed.
 #[derive(Debug)]
@@ -32,13 +52,18 @@ pub struct StreamSummary {
     /// SHA-256 of the bytes before the signature blob, when the manifest
     /// parsed and the stream reached the signature.
     pub signed_sha256: Option<[u8; 32]>,
-    /// Every operation was written and the target synced.
+    /// Every operation was written, its data hash matched, and the target
+    /// was synced.
     pub applied: bool,
     /// Why the operations were not all written (for the log).
     pub not_applied: Option<String>,
+    /// The read-back of the written partition, when `applied` and the
+    /// operations were in partition order: [`ReadBack::finish`] gives the
+    /// digest to check against the manifest.
+    pub read_back: Option<ReadBack>,
     /// Time spent in the final sync of the target.
     pub sync_time: std::time::Duration,
-    /// Time then spent waiting for the hashing thread to catch up.
+    /// Time then spent waiting for the hashing threads to catch up.
     pub hash_wait_time: std::time::Duration,
 }
 
@@ -56,9 +81,91 @@ struct Writer {
     block_size: u64,
     /// The next operation to write.
     next: usize,
-    /// Payload bytes from `buf_start` to the current stream position.
-    buf: Vec<u8>,
+    /// Payload bytes from `buf_start` to the current stream position, in
+    /// the chunks they arrived in (shared, not copied).
+    pending: VecDeque<Bytes>,
+    pending_len: u64,
     buf_start: u64,
+    op_hasher: OpHasher,
+    /// With the end (partition offset) of each operation's writes, when
+    /// the operations are in partition order.
+    read_back: Option<(ReadBack, Vec<u64>)>,
+    /// Partition range written since writeback was last started.
+    dirty: Option<(u64, u64)>,
+}
+
+impl Writer {
+    fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.pending_len += data.len() as u64;
+            self.pending.push_back(data);
+        }
+    }
+
+    /// Drops the first `n` pending bytes.
+    fn skip(&mut self, mut n: u64) {
+        while n > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let len = front.len() as u64;
+            let k = len.min(n);
+            if k == len {
+                self.pending.pop_front();
+            } else {
+                front.advance(k as usize);
+            }
+            self.pending_len -= k;
+            self.buf_start += k;
+            n -= k;
+        }
+    }
+
+    /// Takes the first `n` pending bytes (there must be that many).
+    fn take(&mut self, mut n: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let len = front.len() as u64;
+            let piece = if len <= n {
+                self.pending.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(n as usize)
+            };
+            let k = piece.len() as u64;
+            self.pending_len -= k;
+            self.buf_start += k;
+            n -= k;
+            out.push(piece);
+        }
+        out
+    }
+
+    /// Notes a write of `op`'s extents and starts writeback once a window
+    /// of them has piled up.
+    fn wrote(&mut self, op: &InstallOperation) {
+        for e in &op.dst_extents {
+            let start = e.start_block().saturating_mul(self.block_size);
+            let end = start.saturating_add(e.num_blocks().saturating_mul(self.block_size));
+            self.dirty = Some(match self.dirty {
+                Some((lo, hi)) => (lo.min(start), hi.max(end)),
+                None => (start, end),
+            });
+        }
+        if let Some((lo, hi)) = self.dirty
+            && hi - lo >= WRITEBACK_WINDOW
+        {
+            self.start_writeback();
+        }
+    }
+
+    fn start_writeback(&mut self) {
+        if let Some((lo, hi)) = self.dirty.take() {
+            start_writeback(&self.target, self.extent.offset + lo, hi - lo);
+        }
+    }
 }
 
 /// Feeds on payload bytes in order; see the module documentation.
@@ -108,12 +215,12 @@ impl StreamApplier {
 
     /// The next bytes of the payload.
     pub fn feed(&mut self, data: &[u8]) {
-        self.feed_bytes(bytes::Bytes::copy_from_slice(data));
+        self.feed_bytes(Bytes::copy_from_slice(data));
     }
 
-    /// The next bytes of the payload, shared with the hashing thread
+    /// The next bytes of the payload, shared with the hashing threads
     /// without a copy.
-    pub fn feed_bytes(&mut self, data: bytes::Bytes) {
+    pub fn feed_bytes(&mut self, data: Bytes) {
         let mut appended = false;
         if matches!(self.manifest, Manifest::Pending) {
             self.head.extend_from_slice(&data);
@@ -131,7 +238,7 @@ impl StreamApplier {
             if let Manifest::Parsed(p) = &self.manifest
                 && w.next < p.manifest.partition_operations.len()
             {
-                w.buf.extend_from_slice(&data);
+                w.push(data.clone());
             } else {
                 w.buf_start += data.len() as u64;
             }
@@ -184,14 +291,30 @@ impl StreamApplier {
         };
         match self.target.take() {
             Some((target, extent)) if block_size > 0 && fits(&extent) => {
-                self.writer = Some(Writer {
+                let ops = &parsed.manifest.partition_operations;
+                let read_back = parsed
+                    .manifest
+                    .new_partition_info
+                    .as_ref()
+                    .and_then(|info| {
+                        let ends = partition_order(ops, block_size)?;
+                        let file = target.try_clone().ok()?;
+                        Some((ReadBack::spawn(file, extent, info.size())?, ends))
+                    });
+                let mut writer = Writer {
                     target,
                     extent,
                     block_size,
                     next: 0,
-                    buf: head[parsed.data_start as usize..].to_vec(),
+                    pending: VecDeque::new(),
+                    pending_len: 0,
                     buf_start: parsed.data_start,
-                });
+                    op_hasher: OpHasher::spawn(),
+                    read_back,
+                    dirty: None,
+                };
+                writer.push(Bytes::copy_from_slice(&head[parsed.data_start as usize..]));
+                self.writer = Some(writer);
             }
             Some(_) => self.stop("block size 0 or image larger than the partition".into()),
             None => {}
@@ -217,28 +340,39 @@ impl StreamApplier {
                 break;
             }
             // Drop the bytes before this operation's data.
-            let skip = (start - w.buf_start).min(w.buf.len() as u64);
-            w.buf.drain(..skip as usize);
-            w.buf_start += skip;
-            if w.buf_start < start || (w.buf.len() as u64) < len {
+            w.skip((start - w.buf_start).min(w.pending_len));
+            if w.buf_start < start || w.pending_len < len {
                 break; // waiting for more bytes
             }
-            let data = &w.buf[..len as usize];
-            if let Err(e) =
-                super::apply::write_op(&w.target, w.extent, w.block_size, w.next, op, data)
-            {
+            let pieces = w.take(len);
+            if let Err(e) = super::apply::write_op_pieces(
+                &w.target,
+                w.extent,
+                w.block_size,
+                w.next,
+                op,
+                &pieces,
+            ) {
                 failure = Some(e.to_string());
                 break;
             }
-            w.buf.drain(..len as usize);
-            w.buf_start += len;
+            if let Some(expected) = &op.data_sha256_hash {
+                w.op_hasher.check(w.next, expected.clone(), pieces);
+            }
+            w.wrote(op);
+            if let Some((read_back, ends)) = &w.read_back
+                && let Some(end) = ends.get(w.next)
+            {
+                read_back.advance(*end);
+            }
             w.next += 1;
             self.ops_done = w.next;
         }
         if w.next == ops.len() {
             // Past the last operation: nothing more to keep.
-            w.buf_start += w.buf.len() as u64;
-            w.buf = Vec::new();
+            w.buf_start += w.pending_len;
+            w.pending.clear();
+            w.pending_len = 0;
         }
         if let Some(why) = failure {
             self.stop(why);
@@ -253,8 +387,10 @@ impl StreamApplier {
         };
         let mut applied = false;
         let t = std::time::Instant::now();
-        if let (Some(w), Some(total)) = (&self.writer, total_ops) {
+        let mut writer = self.writer.take();
+        if let (Some(w), Some(total)) = (&mut writer, total_ops) {
             if w.next == total {
+                w.start_writeback();
                 match w.target.sync_all() {
                     Ok(()) => applied = true,
                     Err(e) => self.not_applied = Some(format!("syncing the target: {e}")),
@@ -270,6 +406,17 @@ impl StreamApplier {
         }
         let sync_time = t.elapsed();
         let (sha256, signed_sha256) = self.hasher.finish();
+        let mut read_back = None;
+        if let Some(w) = writer {
+            if let Some(index) = w.op_hasher.finish() {
+                applied = false;
+                self.not_applied = Some(format!("operation {index}: data hash mismatch"));
+            }
+            if applied && let Some((r, _)) = w.read_back {
+                r.end();
+                read_back = Some(r);
+            }
+        }
         let hash_wait_time = t.elapsed() - sync_time;
         StreamSummary {
             len: self.pos,
@@ -277,10 +424,46 @@ impl StreamApplier {
             signed_sha256,
             applied,
             not_applied: if applied { None } else { self.not_applied },
+            read_back,
             sync_time,
             hash_wait_time,
         }
     }
+}
+
+/// The end (partition offset) of each operation's writes, when every extent
+/// starts at or after the end of all the writes before it, so that a region
+/// below an operation's end is never written again.
+fn partition_order(ops: &[InstallOperation], block_size: u64) -> Option<Vec<u64>> {
+    let mut end = 0u64;
+    let mut ends = Vec::with_capacity(ops.len());
+    for op in ops {
+        for e in &op.dst_extents {
+            let start = e.start_block().checked_mul(block_size)?;
+            if start < end {
+                return None;
+            }
+            end = start.checked_add(e.num_blocks().checked_mul(block_size)?)?;
+        }
+        ends.push(end);
+    }
+    Some(ends)
+}
+
+/// Starts writeback of `len` bytes of `file` at `offset` without waiting
+/// for it, so that the disk works while the stream goes on. A hint: errors
+/// are left to the final fsync, which reports any failed writeback.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range reads only its integer arguments; the file
+    // descriptor is open for the duration of the call (borrowed from
+    // `file`).
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 /// SHA-256 of the whole payload and of its signed bytes.
@@ -289,7 +472,7 @@ type Digests = ([u8; 32], Option<[u8; 32]>);
 enum HashMsg {
     /// Where the signed bytes end (`None`: unknown, no signature digest).
     SignedLen(Option<u64>),
-    Data(bytes::Bytes),
+    Data(Bytes),
 }
 
 /// SHA-256 on its own thread, so hashing overlaps the writes: one hash of
@@ -372,6 +555,212 @@ impl Hasher {
     }
 }
 
+/// One operation's data to check: (index, expected SHA-256, the data).
+type OpCheck = (usize, Vec<u8>, Vec<Bytes>);
+
+/// The operations' data hashes, checked on their own thread (or inline
+/// when no thread could be started); remembers the first mismatch.
+struct OpHasher {
+    tx: Option<std::sync::mpsc::SyncSender<OpCheck>>,
+    thread: Option<std::thread::JoinHandle<Option<usize>>>,
+    /// The first mismatch found inline.
+    mismatch: Option<usize>,
+}
+
+/// Operations queued for the operation hash thread.
+const OP_HASH_QUEUE: usize = 16;
+
+fn op_data_matches(expected: &[u8], pieces: &[Bytes]) -> bool {
+    let mut h = Sha256::new();
+    for p in pieces {
+        h.update(p);
+    }
+    h.finalize().as_slice() == expected
+}
+
+impl OpHasher {
+    fn spawn() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<OpCheck>(OP_HASH_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("op-sha256".into())
+            .spawn(move || {
+                let mut mismatch = None;
+                for (index, expected, pieces) in rx {
+                    if mismatch.is_none() && !op_data_matches(&expected, &pieces) {
+                        mismatch = Some(index);
+                    }
+                }
+                mismatch
+            });
+        match thread {
+            Ok(t) => OpHasher {
+                tx: Some(tx),
+                thread: Some(t),
+                mismatch: None,
+            },
+            Err(_) => OpHasher {
+                tx: None,
+                thread: None,
+                mismatch: None,
+            },
+        }
+    }
+
+    fn check(&mut self, index: usize, expected: Vec<u8>, pieces: Vec<Bytes>) {
+        let job = match &self.tx {
+            Some(tx) => match tx.send((index, expected, pieces)) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.tx = None;
+                    e.0
+                }
+            },
+            None => (index, expected, pieces),
+        };
+        if self.mismatch.is_none() && !op_data_matches(&job.1, &job.2) {
+            self.mismatch = Some(job.0);
+        }
+    }
+
+    /// The first operation whose data hash differs.
+    fn finish(mut self) -> Option<usize> {
+        self.tx = None;
+        let threaded = match self.thread.take().map(|t| t.join()) {
+            Some(Ok(m)) => m,
+            // The thread died: its operations are unchecked, so fail them.
+            Some(Err(_)) => Some(0),
+            None => None,
+        };
+        match (self.mismatch, threaded) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Bytes read back and their SHA-256.
+type ReadBackDigest = (u64, [u8; 32]);
+
+enum ReadBackMsg {
+    /// The partition's bytes below this offset are final.
+    Final(u64),
+    /// Every byte is final (the target is synced): read to the end.
+    End,
+}
+
+/// The written partition read back and hashed on its own thread, following
+/// the writes (see the module documentation).
+pub struct ReadBack {
+    tx: Option<std::sync::mpsc::Sender<ReadBackMsg>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<ReadBackDigest>>>,
+    /// Set when dropped unfinished: the thread stops reading.
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for ReadBack {
+    fn drop(&mut self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for ReadBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadBack")
+    }
+}
+
+impl ReadBack {
+    /// Hashes the first `size` bytes of `extent` in `file` as they become
+    /// final; `None` when no thread could be started.
+    fn spawn(file: File, extent: PartitionExtent, size: u64) -> Option<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<ReadBackMsg>();
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cancelled = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("read-back".into())
+            .spawn(move || {
+                let abandoned = || std::io::Error::other("read-back abandoned");
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; READ_BACK_BUF];
+                let (mut done, mut limit, mut end, mut eof) = (0u64, 0u64, false, false);
+                loop {
+                    // Wait for more final bytes unless some are unread.
+                    let mut msg = if (done >= limit || eof) && !end {
+                        Some(rx.recv().map_err(|_| abandoned())?)
+                    } else {
+                        None
+                    };
+                    loop {
+                        match msg {
+                            Some(ReadBackMsg::Final(n)) => limit = limit.max(n.min(size)),
+                            Some(ReadBackMsg::End) => {
+                                end = true;
+                                limit = size;
+                            }
+                            None => {}
+                        }
+                        msg = match rx.try_recv() {
+                            Ok(m) => Some(m),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) if end => break,
+                            Err(_) => return Err(abandoned()),
+                        };
+                    }
+                    if end && (done >= size || eof) {
+                        return Ok((done, hasher.finalize().into()));
+                    }
+                    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Err(abandoned());
+                    }
+                    if eof || done >= limit {
+                        continue;
+                    }
+                    let want = (limit - done).min(READ_BACK_BUF as u64) as usize;
+                    let n = loop {
+                        match file.read_at(&mut buf[..want], extent.offset + done) {
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            other => break other?,
+                        }
+                    };
+                    if n == 0 {
+                        eof = true; // the check reports the short read
+                        continue;
+                    }
+                    hasher.update(&buf[..n]);
+                    done += n as u64;
+                }
+            });
+        Some(ReadBack {
+            tx: Some(tx),
+            thread: Some(thread.ok()?),
+            cancel,
+        })
+    }
+
+    fn advance(&self, upto: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ReadBackMsg::Final(upto));
+        }
+    }
+
+    fn end(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ReadBackMsg::End);
+        }
+    }
+
+    /// Waits for the read-back: (bytes read, their SHA-256), to compare
+    /// with the manifest ([`super::apply::check_written`]).
+    pub fn finish(mut self) -> std::io::Result<ReadBackDigest> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("read-back thread failed")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,7 +768,9 @@ mod tests {
     use crate::payload::encode_header;
     use crate::payload::sign::load_private_key;
     use proto::chromeos_update_engine::install_operation::Type as OpType;
-    use proto::chromeos_update_engine::{DeltaArchiveManifest, Extent, InstallOperation};
+    use proto::chromeos_update_engine::{
+        DeltaArchiveManifest, Extent, InstallOperation, PartitionInfo,
+    };
     use proto::prost::Message;
     use std::path::Path;
 
@@ -474,15 +865,115 @@ mod tests {
                 Some(Sha256::digest(&bytes[..signed_len]).into())
             );
             assert!(partition(&check, img.len()) == img, "chunk {chunk}");
+            // The read-back followed the writes and hashed the partition.
+            let (n, digest) = s.read_back.expect("in partition order").finish().unwrap();
+            assert_eq!(n, img.len() as u64);
+            assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&img)));
+            crate::payload::apply::check_written(&parsed, n, &digest).unwrap();
         }
     }
 
+    #[test]
+    fn the_read_back_reads_the_partition_not_the_stream() {
+        // Operations write blocks 0 and 2; block 1 is never written by the
+        // payload and holds what was on the partition before. The read-back
+        // hash covers it, so it can only match if it read the partition.
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<u8> = [1u8, 3].iter().flat_map(|b| vec![*b; 4096]).collect();
+        let ops = vec![replace(0, 0), replace(4096, 2)];
+        let mut on_disk = blobs[..4096].to_vec();
+        on_disk.extend_from_slice(&[0xab; 4096]);
+        on_disk.extend_from_slice(&blobs[4096..]);
+        for (old_block_1, good) in [(0xabu8, true), (0x00, false)] {
+            let info = PartitionInfo {
+                size: Some(on_disk.len() as u64),
+                hash: Some(Sha256::digest(&on_disk).to_vec()),
+            };
+            let bytes = raw_payload_with(ops.clone(), &blobs, Some(info));
+            let parsed = read_manifest(&mut std::io::Cursor::new(&bytes)).unwrap();
+            let (f, extent) = target(dir.path());
+            f.write_all_at(&[old_block_1; 4096], PART_OFF + 4096)
+                .unwrap();
+            let mut stream = StreamApplier::new(Some((f, extent)));
+            feed_in(&mut stream, &bytes, 1000);
+            let s = stream.finish();
+            assert!(s.applied, "{:?}", s.not_applied);
+            let (n, digest) = s.read_back.expect("in partition order").finish().unwrap();
+            assert_eq!(n, on_disk.len() as u64);
+            let check = crate::payload::apply::check_written(&parsed, n, &digest);
+            assert_eq!(check.is_ok(), good, "{check:?}");
+        }
+    }
+
+    #[test]
+    fn an_operation_data_hash_mismatch_stops_the_streamed_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<u8> = [1u8, 2, 3].iter().flat_map(|b| vec![*b; 4096]).collect();
+        let mut ops: Vec<InstallOperation> =
+            (0..3u32).map(|i| replace(i * 4096, u64::from(i))).collect();
+        for (i, op) in ops.iter_mut().enumerate() {
+            op.data_sha256_hash = Some(Sha256::digest(&blobs[i * 4096..(i + 1) * 4096]).to_vec());
+        }
+        // Operation 1 claims the hash of operation 2's data.
+        ops[1].data_sha256_hash = ops[2].data_sha256_hash.clone();
+        let bytes = raw_payload(ops, &blobs);
+        let (f, extent) = target(dir.path());
+        let mut stream = StreamApplier::new(Some((f, extent)));
+        feed_in(&mut stream, &bytes, 3000);
+        let s = stream.finish();
+        assert!(!s.applied);
+        assert!(s.read_back.is_none());
+        assert_eq!(
+            s.not_applied.as_deref(),
+            Some("operation 1: data hash mismatch")
+        );
+        assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+    }
+
+    #[test]
+    fn partition_order_needs_every_write_behind_the_previous_ones() {
+        let op = |blocks: &[(u64, u64)]| InstallOperation {
+            dst_extents: blocks
+                .iter()
+                .map(|(s, n)| Extent {
+                    start_block: Some(*s),
+                    num_blocks: Some(*n),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            partition_order(&[op(&[(0, 2)]), op(&[(2, 1), (5, 1)]), op(&[(6, 2)])], 4096),
+            Some(vec![2 * 4096, 6 * 4096, 8 * 4096])
+        );
+        // A gap is fine (never written by a later operation either).
+        assert_eq!(
+            partition_order(&[op(&[(3, 1)]), op(&[(9, 1)])], 10),
+            Some(vec![40, 100])
+        );
+        // Going back, overlapping, or overflowing: no early read-back.
+        assert_eq!(partition_order(&[op(&[(4, 1)]), op(&[(0, 1)])], 4096), None);
+        assert_eq!(partition_order(&[op(&[(0, 2)]), op(&[(1, 1)])], 4096), None);
+        assert_eq!(partition_order(&[op(&[(5, 1), (4, 1)])], 4096), None);
+        assert_eq!(partition_order(&[op(&[(u64::MAX, 1)])], 4096), None);
+    }
+
     fn raw_payload(ops: Vec<InstallOperation>, blobs: &[u8]) -> Vec<u8> {
+        raw_payload_with(ops, blobs, None)
+    }
+
+    fn raw_payload_with(
+        ops: Vec<InstallOperation>,
+        blobs: &[u8],
+        new_partition_info: Option<PartitionInfo>,
+    ) -> Vec<u8> {
         let manifest = DeltaArchiveManifest {
             partition_operations: ops,
             block_size: Some(4096),
             signatures_offset: Some(blobs.len() as u64),
             signatures_size: Some(0),
+            new_partition_info,
             ..Default::default()
         };
         let body = manifest.encode_to_vec();

@@ -565,6 +565,19 @@ async fn scheduled_check_runs_without_being_asked() -> anyhow::Result<()> {
 /// stops streaming; after the hash and signature check, applying the file
 /// fails with error 28.
 fn payload_with_bad_middle_operation(out: &std::path::Path) -> anyhow::Result<()> {
+    signed_three_op_payload(out, |ops| {
+        if let Some(e) = ops[1].dst_extents.first_mut() {
+            e.start_block = Some(1 << 40);
+        }
+    })
+}
+
+/// A signed full payload of three one-block REPLACE operations (blocks
+/// 0, 1, 2 with data hashes) after `tweak` has changed its operations.
+fn signed_three_op_payload(
+    out: &std::path::Path,
+    tweak: impl FnOnce(&mut Vec<proto::chromeos_update_engine::InstallOperation>),
+) -> anyhow::Result<()> {
     use proto::chromeos_update_engine::install_operation::Type as OpType;
     use proto::chromeos_update_engine::signatures::Signature;
     use proto::chromeos_update_engine::{
@@ -582,8 +595,13 @@ fn payload_with_bad_middle_operation(out: &std::path::Path) -> anyhow::Result<()
             start_block: Some(block),
             num_blocks: Some(1),
         }],
+        data_sha256_hash: Some(
+            Sha256::digest(&blobs[i as usize * 4096..(i as usize + 1) * 4096]).to_vec(),
+        ),
         ..Default::default()
     };
+    let mut ops = vec![op(0, 0), op(1, 1), op(2, 2)];
+    tweak(&mut ops);
     let sig_len = |data: Vec<u8>| {
         Signatures {
             signatures: vec![Signature {
@@ -594,7 +612,7 @@ fn payload_with_bad_middle_operation(out: &std::path::Path) -> anyhow::Result<()
         .encode_to_vec()
     };
     let manifest = DeltaArchiveManifest {
-        partition_operations: vec![op(0, 0), op(1, 1 << 40), op(2, 2)],
+        partition_operations: ops,
         block_size: Some(4096),
         signatures_offset: Some(blobs.len() as u64),
         signatures_size: Some(sig_len(sign::sign_digest(&key, &[0u8; 32])?).len() as u64),
@@ -630,6 +648,29 @@ async fn failure_in_the_middle_of_a_streamed_apply_is_error_28() -> anyhow::Resu
     );
     assert!(!states.contains(&Finalizing));
     assert_eq!(codes, Some(vec![Some(28)]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn operation_data_hash_mismatch_is_error_27() -> anyhow::Result<()> {
+    // Signed as it is, so only the per-operation hash can catch it.
+    let (o, states, codes) = failing_attempt(
+        |rel| {
+            signed_three_op_payload(&rel.join("stable/2.0.0/update.gz"), |ops| {
+                ops[1].data_sha256_hash = ops[2].data_sha256_hash.clone();
+            })
+        },
+        "stable",
+        None,
+    )
+    .await?;
+    assert_eq!(code(&o), Some(27), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Failed { message, .. } if message.contains("operation 1")),
+        "{o:?}"
+    );
+    assert!(!states.contains(&Finalizing));
+    assert_eq!(codes, Some(vec![Some(27)]));
     Ok(())
 }
 
