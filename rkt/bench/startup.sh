@@ -1,53 +1,66 @@
 #!/bin/bash
-# Startup benchmark: median wall time of `rkt run <busybox> --exec /bin/true` (image already
-# fetched) against `runc run` and `crun run` of the equivalent bundle, same machine, same run.
-# Usage: bench/startup.sh [path/to/rkt] [runs]   (as root; needs busybox-static, umoci, runc, crun)
+# Startup benchmark: wall time of `rkt run <busybox> --exec /bin/true` (image fetched, tree
+# rendered) against `runc run` and `crun run` of the equivalent bundle, same machine, same run.
+#
+# Fairness: every block of measurements starts on a fresh, empty filesystem that holds all the
+# runtimes' state (rkt's --dir, runc's and crun's --root) and the bundle, so that no runtime
+# pays for inodes another one (or an earlier round) deleted (see inode-alloc.sh for why that
+# matters on this VM). Each round measures, on fresh filesystems of each kind:
+#   seq    RUNS runs of each command in a row, the commands one after the other (the order
+#          rotates from round to round)
+#   inter  RUNS iterations, each running every command once
+# Usage: bench/startup.sh [RKT] [RUNS] [ROUNDS] [BASE_RKT]   (as root)
+#   FS_KINDS="ext4-nj ext4-j tmpfs" picks the filesystems (default "ext4-nj tmpfs").
+#   BASE_RKT (optional) is another rkt build measured alongside, e.g. the previous commit's.
+# Needs busybox-static, umoci, runc, crun, python3, e2fsprogs.
 set -euo pipefail
-RKT=${1:-/var/cache/coreos-rs/target/release/rkt}
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
+RKT=$(realpath "${1:-/var/cache/coreos-rs/target/release/rkt}")
 N=${2:-30}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+ROUNDS=${3:-3}
+BASE=${4:+$(realpath "$4")}
+FS_KINDS=${FS_KINDS:-ext4-nj tmpfs}
+OUT=${OUT:-$(mktemp /tmp/rkt-startup.XXXXXX)}
+T=$(mktemp -d)
+trap 'drop_fs "$T/fs" 2>/dev/null || true; rm -rf "$T"' EXIT
 
-# A busybox OCI layout, made the way the tests make it.
-mkdir -p "$W/rootfs/bin" "$W/rootfs/etc" "$W/rootfs/proc" "$W/rootfs/sys" "$W/rootfs/dev" "$W/rootfs/tmp"
-cp /bin/busybox "$W/rootfs/bin/"
-for a in sh true; do ln -s busybox "$W/rootfs/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$W/rootfs/etc/passwd"
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$W/rootfs" -cf "$W/layer.tar" .
-DIFF=$(sha256sum "$W/layer.tar" | cut -d' ' -f1); gzip -n "$W/layer.tar"
-LD=$(sha256sum "$W/layer.tar.gz" | cut -d' ' -f1); LS=$(stat -c%s "$W/layer.tar.gz")
-L="$W/layout"; mkdir -p "$L/blobs/sha256"; mv "$W/layer.tar.gz" "$L/blobs/sha256/$LD"
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/true"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$DIFF" > "$W/cfg"
-CD=$(sha256sum "$W/cfg" | cut -d' ' -f1); CS=$(stat -c%s "$W/cfg"); mv "$W/cfg" "$L/blobs/sha256/$CD"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' "$CD" "$CS" "$LD" "$LS" > "$W/man"
-MD=$(sha256sum "$W/man" | cut -d' ' -f1); MS=$(stat -c%s "$W/man"); mv "$W/man" "$L/blobs/sha256/$MD"
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$MD" "$MS" > "$L/index.json"
-echo -n '{"imageLayoutVersion":"1.0.0"}' > "$L/oci-layout"
+# crun 1.8 refuses the hybrid cgroup layout (v1 controllers plus cgroup2 at
+# /sys/fs/cgroup/unified): there it runs in a private mount namespace with the cgroup2 mount
+# removed, and that wrapper is timed alone too, so crun's figure can be read net of it.
+WRAP=()
+if mountpoint -q /sys/fs/cgroup/unified; then
+  WRAP=(unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified; exec "$0" "$@"')
+fi
 
-# The equivalent runtime bundle (umoci gives pid/net/ipc/uts/mnt namespaces), nested in our cgroup.
-umoci unpack --image "$L:latest" "$W/bundle" >/dev/null
-python3 - "$W/bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["/bin/true"]
-c["linux"]["cgroupsPath"] = "/rktbench"
-json.dump(c, open(p, "w"))
-PY
-
-"$RKT" --dir "$W/rkt" fetch "oci:$L:latest" >/dev/null
-"$RKT" --dir "$W/rkt" run --net=none "oci:$L:latest" >/dev/null # render the tree once
-
-stats() { sort -n | awk '{a[NR]=$1; s+=$1} END {printf "min %.1f ms, median %.1f ms, mean %.1f ms (n=%d)\n", a[1], (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2), s/NR, NR}'; }
-time_ms() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null 2>&1; t1=$(date +%s%N); echo "scale=3; ($t1-$t0)/1000000" | bc; }
-
-# The stored image is named after the layout directory: layout:latest.
-echo "rkt run --net=none --exec /bin/true: $(for i in $(seq "$N"); do time_ms "$RKT" --dir "$W/rkt" run --net=none layout --exec /bin/true; done | stats)"
-echo "rkt run --net=host --exec /bin/true: $(for i in $(seq "$N"); do time_ms "$RKT" --dir "$W/rkt" run --net=host layout --exec /bin/true; done | stats)"
-cd "$W/bundle"
-echo "runc run: $(for i in $(seq "$N"); do time_ms runc run "rb$i"; done | stats)"
-echo "crun run (private mntns, unified unmounted): $(for i in $(seq "$N"); do time_ms unshare -m --propagation private sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; crun run cb$i"; done | stats)"
-# What the crun line pays for its workaround alone (unshare + sh + umount, no container), for
-# reading the crun median net of it.
-echo "crun's wrapper alone (no crun): $(for i in $(seq "$N"); do time_ms unshare -m --propagation private sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; true"; done | stats)"
-"$RKT" --dir "$W/rkt" gc --grace-period=0s >/dev/null
+echo "rkt: $RKT${BASE:+, baseline: $BASE}; $N runs, $ROUNDS rounds, filesystems: $FS_KINDS; raw times: $OUT"
+for round in $(seq "$ROUNDS"); do
+  for kind in $FS_KINDS; do
+    for mode in seq inter; do
+      F="$T/fs"
+      make_fs "$kind" "$F"
+      make_image "$F/img"
+      warm_rkt "$RKT" "$F/rkt" "$F/img/layout"
+      [ -n "$BASE" ] && warm_rkt "$BASE" "$F/rkt-base" "$F/img/layout"
+      B="$F/img/bundle"
+      cmds=("rkt-none=$RKT --dir $F/rkt run --net=none layout --exec /bin/true"
+            "rkt-host=$RKT --dir $F/rkt run --net=host layout --exec /bin/true")
+      [ -n "$BASE" ] && cmds+=("base-none=$BASE --dir $F/rkt-base run --net=none layout --exec /bin/true")
+      cmds+=("runc=runc --root $F/runc run --bundle $B r{i}")
+      if [ ${#WRAP[@]} -gt 0 ]; then
+        cmds+=("crun+wrap=${WRAP[*]@Q} crun --root $F/crun run --bundle $B c{i}"
+               "wrap-alone=${WRAP[*]@Q} true")
+      else
+        cmds+=("crun=crun --root $F/crun run --bundle $B c{i}")
+      fi
+      # Rotate the order each round, so that no runtime always runs first (or last).
+      k=$(( (round - 1) % ${#cmds[@]} ))
+      cmds=("${cmds[@]:k}" "${cmds[@]:0:k}")
+      echo "== round $round, $kind, $mode"
+      TIMEIT_TAG="$kind/$round" python3 "$HERE/timeit.py" "$mode" "$N" --raw "$OUT" "${cmds[@]}"
+      drop_fs "$F"
+    done
+  done
+done
+echo "== summary (medians of the rounds' medians, ms)"
+python3 "$HERE/timeit.py" summary "$OUT"

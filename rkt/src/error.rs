@@ -100,3 +100,16 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str
         source,
     })
 }
+
+/// Makes sure `path` exists, creating it (and its parents) as a directory if needed. Where it
+/// exists already, as the store's and the pod store's directories do on every run after the
+/// first, this is one `mkdir` that fails, where `create_dir_all` would add a `stat`. (Something
+/// else than a directory in its place makes the caller's next operation under it fail with
+/// ENOTDIR, naming the path.)
+pub(crate) fn ensure_dir(path: &std::path::Path) -> Result<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(_) => std::fs::create_dir_all(path).ctx("creating", path),
+    }
+}

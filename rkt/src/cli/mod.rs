@@ -16,7 +16,7 @@ use crate::pod::gc::{GcOptions, gc, remove};
 use crate::pod::prepare::{prepare, trees_for};
 use crate::pod::status::{list_rows, pod_json, status_lines, tabwrite};
 use crate::pod::{Pod, PodState, Pods};
-use crate::timefmt::{now_ns, parse_duration};
+use crate::timefmt::parse_duration;
 
 /// Default `--dir`.
 pub const DEFAULT_DIR: &str = "/var/lib/rkt";
@@ -389,11 +389,8 @@ fn cmd_run(dir: &Path, local_config: &Path, args: &[String]) -> Result<i32> {
     let (dir, parsed) = parse_run(dir, local_config, args)?;
     let prepared = prepare(&dir, &parsed.pod)?;
     save_uuid(parsed.uuid_file_save.as_deref(), &prepared.pod.uuid)?;
-    let pods = Pods::open(&dir)?;
     let mut pod = prepared.pod;
-    pods.rename(&mut pod, "run", PodState::Running)?;
-    std::fs::write(pod.dir.join("started"), now_ns().to_string())
-        .ctx("writing", pod.dir.join("started"))?;
+    prepared.pods.rename(&mut pod, "run", PodState::Running)?;
     crate::stage1::run(&pod, prepared.lock, &prepared.manifest, prepared.trees)
 }
 
@@ -401,9 +398,10 @@ fn cmd_prepare(dir: &Path, local_config: &Path, args: &[String], quiet: bool) ->
     let (dir, parsed) = parse_run(dir, local_config, args)?;
     let prepared = prepare(&dir, &parsed.pod)?;
     save_uuid(parsed.uuid_file_save.as_deref(), &prepared.pod.uuid)?;
-    let pods = Pods::open(&dir)?;
     let mut pod = prepared.pod;
-    pods.rename(&mut pod, "prepared", PodState::Prepared)?;
+    prepared
+        .pods
+        .rename(&mut pod, "prepared", PodState::Prepared)?;
     drop(prepared.lock);
     if !quiet {
         println!("{}", pod.uuid);
@@ -432,8 +430,6 @@ fn cmd_run_prepared(dir: &Path, uuid: &str) -> Result<i32> {
     let manifest = pod.manifest()?;
     let trees = trees_for(dir, &manifest)?;
     pods.rename(&mut pod, "run", PodState::Running)?;
-    std::fs::write(pod.dir.join("started"), now_ns().to_string())
-        .ctx("writing", pod.dir.join("started"))?;
     crate::stage1::run(&pod, lock, &manifest, trees)
 }
 

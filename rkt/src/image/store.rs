@@ -93,8 +93,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let cas = dir.join("cas");
         for sub in ["blobs/sha256", "images", "tree", "treelocks", "tmp"] {
-            let p = cas.join(sub);
-            fs::create_dir_all(&p).ctx("creating", &p)?;
+            crate::error::ensure_dir(&cas.join(sub))?;
         }
         Ok(Self { cas })
     }

@@ -58,6 +58,13 @@ const STATE_DIRS: [&str; 6] = [
     "garbage",
 ];
 
+/// Which time of an app's life [`Pod::app_time`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppTime {
+    Started,
+    Finished,
+}
+
 /// The pod store.
 #[derive(Clone, Debug)]
 pub struct Pods {
@@ -76,8 +83,7 @@ impl Pods {
     pub fn open(dir: &Path) -> Result<Self> {
         let root = dir.join("pods");
         for s in STATE_DIRS {
-            let p = root.join(s);
-            fs::create_dir_all(&p).ctx("creating", &p)?;
+            crate::error::ensure_dir(&root.join(s))?;
         }
         Ok(Self { root })
     }
@@ -275,12 +281,32 @@ impl Pod {
         self.read_i64("ppid").map(|p| p as i32)
     }
 
-    pub fn app_exit_code(&self, app: &str) -> Option<i32> {
-        self.read_i64(&format!("apps/{app}/exit")).map(|c| c as i32)
+    /// Line `n` of `rel` as a number: the per-app records hold two, written at once.
+    fn read_line_i64(&self, rel: &str, n: usize) -> Option<i64> {
+        let text = fs::read_to_string(self.dir.join(rel)).ok()?;
+        // A record being written reads as empty or partial; only whole lines count.
+        let line = text.split_inclusive('\n').nth(n)?;
+        line.strip_suffix('\n')?.trim().parse().ok()
     }
 
-    pub fn app_time(&self, app: &str, what: &str) -> Option<i64> {
-        self.read_i64(&format!("apps/{app}/{what}"))
+    /// The app's exit code (`apps/<app>/exit`: the code, then the time it exited).
+    pub fn app_exit_code(&self, app: &str) -> Option<i32> {
+        self.read_line_i64(&format!("apps/{app}/exit"), 0)
+            .map(|c| c as i32)
+    }
+
+    /// The host pid of the app's process (`apps/<app>/pid`: the pid, then the time it started).
+    pub fn app_pid(&self, app: &str) -> Option<i32> {
+        self.read_line_i64(&format!("apps/{app}/pid"), 0)
+            .map(|p| p as i32)
+    }
+
+    /// When the app started or finished, in ns since the epoch.
+    pub fn app_time(&self, app: &str, what: AppTime) -> Option<i64> {
+        match what {
+            AppTime::Started => self.read_line_i64(&format!("apps/{app}/pid"), 1),
+            AppTime::Finished => self.read_line_i64(&format!("apps/{app}/exit"), 1),
+        }
     }
 
     /// When the pod was marked as garbage (the directory's ctime after the rename).
@@ -299,5 +325,46 @@ impl Pod {
                 | PodState::Garbage
                 | PodState::AbortedPrepare
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_records_count_only_whole_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pod = Pod {
+            uuid: "u".into(),
+            dir: tmp.path().to_path_buf(),
+            state: PodState::Running,
+        };
+        let apps = tmp.path().join("apps/a");
+        fs::create_dir_all(&apps).unwrap();
+        // Not there yet, just created (empty), or half written: nothing.
+        assert_eq!(pod.app_pid("a"), None);
+        for partial in ["", "12", "12\n34"] {
+            fs::write(apps.join("pid"), partial).unwrap();
+            fs::write(apps.join("exit"), partial).unwrap();
+            assert_eq!(pod.app_time("a", AppTime::Started), None, "{partial:?}");
+            assert_eq!(pod.app_time("a", AppTime::Finished), None, "{partial:?}");
+        }
+        assert_eq!(pod.app_pid("a"), Some(12));
+        assert_eq!(pod.app_exit_code("a"), Some(12));
+        fs::write(apps.join("pid"), "4242\n1700000000123456789\n").unwrap();
+        fs::write(apps.join("exit"), "137\n1700000001000000000\n").unwrap();
+        assert_eq!(pod.app_pid("a"), Some(4242));
+        assert_eq!(
+            pod.app_time("a", AppTime::Started),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(pod.app_exit_code("a"), Some(137));
+        assert_eq!(
+            pod.app_time("a", AppTime::Finished),
+            Some(1_700_000_001_000_000_000)
+        );
+        fs::write(apps.join("exit"), "garbage\n").unwrap();
+        assert_eq!(pod.app_exit_code("a"), None);
     }
 }

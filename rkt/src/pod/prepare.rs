@@ -53,6 +53,7 @@ pub struct PodOptions {
 
 /// A prepared pod: still locked by us, its trees held.
 pub struct Prepared {
+    pub pods: Pods,
     pub pod: Pod,
     pub lock: FileLock,
     pub manifest: PodManifest,
@@ -299,6 +300,7 @@ pub fn prepare(dir: &Path, opts: &PodOptions) -> Result<Prepared> {
     })?;
     std::fs::write(pod.dir.join("pod"), bytes).ctx("writing pod manifest", pod.dir.join("pod"))?;
     Ok(Prepared {
+        pods,
         pod,
         lock,
         manifest,

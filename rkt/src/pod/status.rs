@@ -63,8 +63,8 @@ pub fn pod_json(pod: &Pod) -> PodJson {
                         name: a.name.clone(),
                         state: state.to_string(),
                         created_at: secs(pod.created()),
-                        started_at: secs(pod.app_time(&a.name, "started")),
-                        finished_at: secs(pod.app_time(&a.name, "finished")),
+                        started_at: secs(pod.app_time(&a.name, super::AppTime::Started)),
+                        finished_at: secs(pod.app_time(&a.name, super::AppTime::Finished)),
                         exit_code: exit,
                         image_id: a.image.id.clone(),
                         mounts: a

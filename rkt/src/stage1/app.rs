@@ -117,8 +117,10 @@ fn exec_inner(
         cg.join(&format!("app-{}", app.name))?;
     }
     // /proc here is still the host's: it names us by our host pid, which `rkt enter` needs.
+    // One file, one write: the pid, then the start time (see `Pod::app_pid`).
     if let Ok(me) = std::fs::read_link("/proc/self") {
-        let _ = std::fs::write(pid_file, me.to_string_lossy().as_bytes());
+        let record = format!("{}\n{}\n", me.to_string_lossy(), crate::timefmt::now_ns());
+        let _ = std::fs::write(pid_file, record);
     }
     sys.unshare(CloneFlags::CLONE_NEWNS)?;
     nix::unistd::chdir(rootfs).ctx("chdir", rootfs)?;

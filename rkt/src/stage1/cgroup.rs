@@ -35,9 +35,9 @@ pub fn layout() -> Layout {
     }
 }
 
-/// The caller's own cgroup path for a v1 controller (or `""` for v2), from /proc/self/cgroup.
-fn own_path(controller: &str) -> String {
-    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+/// The caller's own cgroup path for a v1 controller (or `""` for v2), from the text of
+/// /proc/self/cgroup.
+fn own_path(text: &str, controller: &str) -> String {
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (
@@ -67,6 +67,8 @@ fn write(path: &Path, value: &str) -> Result<()> {
 pub struct PodCgroup {
     /// Pod directories, one per hierarchy, with the controllers each one has.
     dirs: Vec<(PathBuf, Vec<String>)>,
+    /// The leaves in each pod directory: `stage1` and `app-<name>`.
+    leaves: Vec<String>,
     layout: Layout,
 }
 
@@ -75,6 +77,7 @@ impl PodCgroup {
     pub fn create(uuid: &str, apps: &[(String, Resources)]) -> Result<Self> {
         let layout = layout();
         let name = format!("rkt-{uuid}");
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut dirs = Vec::new();
         match layout {
             Layout::Legacy => {
@@ -83,14 +86,16 @@ impl PodCgroup {
                     if !mount.join("cgroup.procs").exists() {
                         continue;
                     }
-                    let dir = mount.join(own_path(c).trim_start_matches('/')).join(&name);
+                    let dir = mount
+                        .join(own_path(&own, c).trim_start_matches('/'))
+                        .join(&name);
                     dirs.push((dir, vec![c.to_string()]));
                 }
                 // The hybrid layout's cgroup2 mount tracks the pod too (no controllers there).
                 let unified = Path::new(CGROUP_ROOT).join("unified");
                 if unified.join("cgroup.procs").exists() {
                     let dir = unified
-                        .join(own_path("").trim_start_matches('/'))
+                        .join(own_path(&own, "").trim_start_matches('/'))
                         .join(&name);
                     dirs.push((dir, Vec::new()));
                 }
@@ -98,11 +103,11 @@ impl PodCgroup {
             Layout::Unified => {
                 let wants_limits = apps.iter().any(|(_, r)| !r.is_empty());
                 let root = Path::new(CGROUP_ROOT);
-                let own = root.join(own_path("").trim_start_matches('/'));
+                let own_dir = root.join(own_path(&own, "").trim_start_matches('/'));
                 // Controllers can be enabled below our own cgroup only if it is delegated to us
                 // (no processes of its own); otherwise pods go below a `rkt` cgroup at the root.
-                let base = if !wants_limits || enable_controllers(&own) {
-                    own
+                let base = if !wants_limits || enable_controllers(&own_dir) {
+                    own_dir
                 } else {
                     let fallback = root.join("rkt");
                     fs::create_dir_all(&fallback).map_err(|e| {
@@ -112,7 +117,7 @@ impl PodCgroup {
                     if !enable_controllers(&fallback) {
                         return Err(Error::Cgroup(format!(
                             "cannot enable the memory, cpu and pids controllers below {} or {}",
-                            own_path(""),
+                            own_path(&own, ""),
                             fallback.display()
                         )));
                     }
@@ -124,7 +129,14 @@ impl PodCgroup {
                 ));
             }
         }
-        let cg = Self { dirs, layout };
+        let leaves = std::iter::once("stage1".to_string())
+            .chain(apps.iter().map(|(n, _)| format!("app-{n}")))
+            .collect();
+        let cg = Self {
+            dirs,
+            leaves,
+            layout,
+        };
         let res = cg.populate(apps);
         if let Err(e) = res {
             cg.destroy();
@@ -144,10 +156,8 @@ impl PodCgroup {
                     dir.display()
                 )));
             }
-            for leaf in std::iter::once("stage1".to_string())
-                .chain(apps.iter().map(|(n, _)| format!("app-{n}")))
-            {
-                let l = dir.join(&leaf);
+            for leaf in &self.leaves {
+                let l = dir.join(leaf);
                 fs::create_dir_all(&l)
                     .map_err(|e| Error::Cgroup(format!("creating {}: {e}", l.display())))?;
             }
@@ -246,7 +256,15 @@ impl PodCgroup {
     /// Removes the pod's cgroups (after its processes are gone).
     pub fn destroy(&self) {
         for (dir, _) in &self.dirs {
-            remove_cgroup_dir(dir);
+            // The leaves are known: remove them without listing the directory (a cgroup
+            // directory lists dozens of control files). Whatever is left (a leaf still busy)
+            // goes through the listing and retrying path.
+            for leaf in &self.leaves {
+                let _ = fs::remove_dir(dir.join(leaf));
+            }
+            if fs::remove_dir(dir).is_err() {
+                remove_cgroup_dir(dir);
+            }
         }
     }
 }

@@ -37,21 +37,22 @@ pub fn enter(pod: &Pod, app: Option<&str>, cmd: &[String]) -> Result<i32> {
             )));
         }
     };
-    let pid_path = pod.dir.join("apps").join(&app.name).join("pid");
     // A pod reads as running from the moment its stage1 holds the lock; its apps start a few
-    // milliseconds later.
+    // milliseconds later (the app writes its pid record itself).
     let deadline = std::time::Instant::now() + APP_START_TIMEOUT;
-    while !pid_path.exists()
-        && std::time::Instant::now() < deadline
-        && pod.app_exit_code(&app.name).is_none()
-    {
+    let pid = loop {
+        if let Some(pid) = pod.app_pid(&app.name) {
+            break pid;
+        }
+        if pod.app_exit_code(&app.name).is_some() || std::time::Instant::now() >= deadline {
+            return Err(Error::Stage1(format!(
+                "app {} has no pid record in {}",
+                app.name,
+                pod.dir.join("apps").join(&app.name).display()
+            )));
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let pid: i32 = std::fs::read_to_string(&pid_path)
-        .ctx("reading app pid", &pid_path)?
-        .trim()
-        .parse()
-        .map_err(|_| Error::Stage1(format!("bad pid in {}", pid_path.display())))?;
+    };
     if pod.app_exit_code(&app.name).is_some() {
         return Err(Error::Stage1(format!("app {} has exited", app.name)));
     }

@@ -121,6 +121,7 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
         None,
     )?;
     sys.sethostname(&plan.manifest.stage1.hostname)?;
+    stage1_tmpfs(sys, plan)?;
     if plan.private_net {
         super::net::loopback_up()?;
     }
@@ -155,7 +156,6 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
         let dir = plan.pod_dir.join("apps").join(&a.name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Stage1(format!("creating {}: {e}", dir.display())))?;
-        let _ = std::fs::write(dir.join("started"), now_ns().to_string());
         let into = plan
             .cgroup
             .and_then(|cg| cg.v2_leaf(&format!("app-{}", a.name)));
@@ -224,10 +224,32 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Mounts the pod's stage1 rootfs: a small tmpfs, seen only in the pod's mount namespace, for
+/// the pod's `/etc` files and the mount points of the apps' rootfs. These live as long as the pod
+/// and nothing outside reads them, so they need not be inodes on the host filesystem: on an ext4
+/// without a journal every inode allocation scans past the inodes deleted in the last minutes (see
+/// BENCHMARKS.md), which made each such file cost up to a millisecond.
+fn stage1_tmpfs(sys: &dyn Sys, plan: &InitPlan<'_>) -> Result<()> {
+    let root = super::stage1_rootfs(plan.pod_dir);
+    std::fs::create_dir_all(&root)
+        .map_err(|e| Error::Stage1(format!("creating {}: {e}", root.display())))?;
+    sys.mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=4m"),
+    )?;
+    let etc = root.join("etc");
+    std::fs::create_dir(&etc)
+        .map_err(|e| Error::Stage1(format!("creating {}: {e}", etc.display())))?;
+    super::write_etc(&etc, plan.manifest)
+}
+
 fn record(pod_dir: &Path, running: &mut HashMap<Pid, String>, pid: Pid, code: i32) {
     if let Some(name) = running.remove(&pid) {
         let dir = pod_dir.join("apps").join(&name);
-        let _ = std::fs::write(dir.join("exit"), code.to_string());
-        let _ = std::fs::write(dir.join("finished"), now_ns().to_string());
+        // One file, one write: the exit code, then the time (see `Pod::app_exit_code`).
+        let _ = std::fs::write(dir.join("exit"), format!("{code}\n{}\n", now_ns()));
     }
 }

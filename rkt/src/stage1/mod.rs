@@ -25,10 +25,15 @@ use crate::lock::FileLock;
 use crate::pod::{Pod, PodManifest};
 use net::NetMode;
 
-/// Writes the pod's /etc/hosts, /etc/hostname and /etc/resolv.conf under `<pod>/etc`.
-pub fn write_etc(pod: &Pod, manifest: &PodManifest) -> Result<()> {
-    let etc = pod.dir.join("etc");
-    fs::create_dir_all(&etc).ctx("creating", &etc)?;
+/// Where init assembles the pod: `<pod>/stage1/rootfs`, with a tmpfs mounted on it in the pod's
+/// own mount namespace (see [`init`]), holding the pod's `/etc` files and the app rootfs mount
+/// points (`opt/stage2/<app>/rootfs`).
+pub fn stage1_rootfs(pod_dir: &std::path::Path) -> PathBuf {
+    pod_dir.join("stage1/rootfs")
+}
+
+/// Writes the pod's hosts, hostname and resolv.conf into `etc` (an existing directory).
+pub fn write_etc(etc: &std::path::Path, manifest: &PodManifest) -> Result<()> {
     let host = &manifest.stage1.hostname;
     let mut hosts = format!(
         "127.0.0.1\tlocalhost localhost.localdomain {host}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -90,6 +95,23 @@ fn connect(
         .ctx("releasing pod init", "net sync")
 }
 
+/// Records what the pod's later readers need: its start time, its cgroups (for gc after a crash),
+/// init's pid and ours.
+fn record_started(pod: &Pod, cgroup: &cgroup::PodCgroup, init_pid: i32) -> Result<()> {
+    let started = pod.dir.join("started");
+    fs::write(&started, crate::timefmt::now_ns().to_string()).ctx("writing", &started)?;
+    let paths: Vec<String> = cgroup
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let cgroups = pod.dir.join("cgroups");
+    fs::write(&cgroups, paths.join("\n")).ctx("writing", &cgroups)?;
+    let _ = fs::write(pod.dir.join("pid"), init_pid.to_string());
+    let _ = fs::write(pod.dir.join("ppid"), std::process::id().to_string());
+    Ok(())
+}
+
 /// Runs the pod (already renamed into `run/`, locked by `lock`) and returns its exit code: the
 /// first non-zero app exit code in app order, or 0.
 pub fn run(pod: &Pod, lock: FileLock, manifest: &PodManifest, trees: Vec<Tree>) -> Result<i32> {
@@ -103,20 +125,12 @@ pub fn run(pod: &Pod, lock: FileLock, manifest: &PodManifest, trees: Vec<Tree>) 
         }
         _ => None,
     };
-    write_etc(pod, manifest)?;
     let resources: Vec<_> = manifest
         .apps
         .iter()
         .map(|a| (a.name.clone(), a.app.resources.clone()))
         .collect();
     let cgroup = cgroup::PodCgroup::create(&pod.uuid, &resources)?;
-    let paths: Vec<String> = cgroup
-        .paths()
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    fs::write(pod.dir.join("cgroups"), paths.join("\n")).ctx("writing", pod.dir.join("cgroups"))?;
-
     let tree_paths: Vec<PathBuf> = trees.iter().map(|t| t.rootfs.clone()).collect();
     let sys = sys::Linux;
     // Init waits for the host side of its network: it says "ready" once in its netns, we answer "go".
@@ -172,8 +186,13 @@ pub fn run(pod: &Pod, lock: FileLock, manifest: &PodManifest, trees: Vec<Tree>) 
             return Err(e);
         }
     };
-    let _ = fs::write(pod.dir.join("pid"), child.as_raw().to_string());
-    let _ = fs::write(pod.dir.join("ppid"), std::process::id().to_string());
+    // Init sets the pod up meanwhile (on the other CPU, where there is one).
+    if let Err(e) = record_started(pod, &cgroup, child.as_raw()) {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        cgroup.destroy();
+        return Err(e);
+    }
     if let (Some((ready_r, ready_w, go_r, go_w)), Some(network)) = (sync, network.as_ref()) {
         drop(ready_w);
         drop(go_r);

@@ -19,8 +19,8 @@ use crate::pod::manifest::{PodManifest, RuntimeApp};
 
 /// Where an app's rootfs lives in the pod directory.
 pub fn app_rootfs(pod_dir: &Path, app: &str) -> PathBuf {
-    pod_dir
-        .join("stage1/rootfs/opt/stage2")
+    super::stage1_rootfs(pod_dir)
+        .join("opt/stage2")
         .join(app)
         .join("rootfs")
 }
@@ -187,7 +187,8 @@ pub fn setup(
     )?;
     populate_dev(sys, &root)?;
 
-    let etc = pod_dir.join("etc");
+    // Written by init into the pod's stage1 rootfs (a tmpfs of its own mount namespace).
+    let etc = super::stage1_rootfs(pod_dir).join("etc");
     for f in ["hosts", "hostname", "resolv.conf"] {
         let target = ensure_target(&root, &format!("etc/{f}"), false)?;
         let src = etc.join(f);
@@ -417,7 +418,7 @@ mod tests {
         fs::create_dir_all(&root).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("etc")).unwrap();
         std::os::unix::fs::symlink("/../../..", root.join("data")).unwrap();
-        fs::create_dir_all(pod_dir.join("etc")).unwrap();
+        fs::create_dir_all(crate::stage1::stage1_rootfs(&pod_dir).join("etc")).unwrap();
 
         let rec = Recorder::default();
         let tree = tmp.path().join("tree");

@@ -530,3 +530,47 @@ fn pod_rootfs_overlay_is_volatile_and_still_gc_able() {
         );
     }
 }
+
+#[test]
+fn pod_scratch_lives_in_the_pods_mount_namespace_and_records_stay_readable() {
+    let env = Env::new();
+    let uuid_file = env.tmp.path().join("uuid");
+    let o = env.sh(
+        &[
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            "--hostname=scratch",
+        ],
+        &[],
+        "cat /etc/hostname; grep -c scratch /etc/hosts; exit 3",
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["scratch", "1"], "{out}");
+    let uuid = std::fs::read_to_string(&uuid_file).expect("uuid file");
+    let uuid = uuid.trim();
+    let pod = env.dir.join("pods/run").join(uuid);
+    // The /etc files and the apps' rootfs mount points were on the pod's own tmpfs, mounted on
+    // stage1/rootfs: on the host that directory exists and stays empty.
+    assert!(!pod.join("etc").exists(), "pod etc on the host filesystem");
+    let stage1: Vec<_> = std::fs::read_dir(pod.join("stage1/rootfs"))
+        .expect("stage1/rootfs")
+        .collect();
+    assert!(stage1.is_empty(), "stage1/rootfs on the host: {stage1:?}");
+    // Each app keeps two records: pid (+ start time) and exit code (+ finish time).
+    let mut records: Vec<String> = std::fs::read_dir(pod.join("apps/busybox"))
+        .expect("app records")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    records.sort();
+    assert_eq!(records, ["exit", "pid"]);
+    // ...which status reads back: the exit code, and start <= finish.
+    let st = env.ok(&["status", uuid]);
+    assert!(st.contains("app-busybox=3"), "{st}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--format=json", uuid])).expect("status json");
+    let app = &json["apps"][0];
+    assert_eq!(app["exit_code"], 3, "{json}");
+    let started = app["started_at"].as_i64().expect("started_at");
+    let finished = app["finished_at"].as_i64().expect("finished_at");
+    assert!(0 < started && started <= finished, "{json}");
+}
