@@ -36,7 +36,8 @@ use sha2::{Digest, Sha256};
 use super::{FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MANIFEST_LEN, ParsedPayload, read_manifest};
 use crate::gpt::PartitionExtent;
 
-/// Operations with larger data blobs are left to the file-based apply.
+/// Compressed (gathered) operations with larger data blobs are left to the
+/// file-based apply; REPLACE data is never gathered.
 const MAX_STREAMED_OP: u64 = 64 << 20;
 /// Bytes written to the partition between two starts of writeback.
 pub const WRITEBACK_WINDOW: u64 = 16 << 20;
