@@ -107,10 +107,28 @@ fn make_disk(path: &Path, part_mib: u64) -> anyhow::Result<()> {
         .arg(path))
 }
 
+/// CPU time (user + system) of this process and of its waited-for
+/// children so far, from /proc/self/stat (clock ticks of 10 ms).
+fn cpu_times() -> anyhow::Result<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    ensure!(f.len() == 4, "/proc/self/stat: {rest}");
+    let tick = |t: u64| Duration::from_millis(t * 10);
+    Ok((tick(f[0] + f[1]), tick(f[2] + f[3])))
+}
+
 /// `dd` of the image to the partition, as the reference: same bytes, same
 /// target, durable at the end.
-fn dd(image: &Path, disk: &Path, offset: u64) -> anyhow::Result<Duration> {
+fn dd(image: &Path, disk: &Path, offset: u64) -> anyhow::Result<(Duration, Duration)> {
     run(&mut Command::new("sync"))?;
+    let cpu = cpu_times()?.1;
     let t = Instant::now();
     run(Command::new("dd")
         .arg(format!("if={}", image.display()))
@@ -122,18 +140,20 @@ fn dd(image: &Path, disk: &Path, offset: u64) -> anyhow::Result<Duration> {
             "status=none",
         ])
         .arg(format!("seek={offset}")))?;
-    Ok(t.elapsed())
+    let time = t.elapsed();
+    Ok((time, cpu_times()?.1.saturating_sub(cpu)))
 }
 
 /// One update from AttemptUpdate to NEED_REBOOT with a fresh prefs
-/// directory; prints when each status was first published.
+/// directory; prints when each status was first published. Returns the
+/// time and the CPU time of the process meanwhile (engine and server).
 async fn engine_round(
     dir: &Path,
     round: u32,
     url: &str,
     disk: &Path,
     public: &Path,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Duration)> {
     let root = dir.join(format!("root-{round}"));
     let config = ConfigPaths::under(&root);
     for f in &config.files {
@@ -162,6 +182,7 @@ async fn engine_round(
     let (handle, task) = engine::spawn(settings, stop.clone())?;
     let mut outcomes = handle.outcomes();
     let mut changes = handle.subscribe();
+    let cpu = cpu_times()?.0;
     let t = Instant::now();
     // Per-phase breakdown: when each status (and, in DOWNLOADING, each
     // quarter of the progress) is first published.
@@ -186,6 +207,7 @@ async fn engine_round(
     handle.attempt_update().await;
     let outcome = outcomes.recv().await?;
     let engine_time = t.elapsed();
+    let cpu = cpu_times()?.0.saturating_sub(cpu);
     for (name, at) in collector.await? {
         eprintln!("  {at:>10.3?}  {name}");
     }
@@ -193,7 +215,7 @@ async fn engine_round(
     stop.cancel();
     let _ = task.await;
     let _ = std::fs::remove_dir_all(&root);
-    Ok(engine_time)
+    Ok((engine_time, cpu))
 }
 
 #[tokio::main]
@@ -253,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
     let mib = args.size_mib as f64;
     let mut ratios = Vec::new();
     for round in 0..args.rounds {
-        let (e, d) = if round % 2 == 0 {
+        let ((e, e_cpu), (d, d_cpu)) = if round % 2 == 0 {
             let e = engine_round(dir, round, &url, &disk, &args.public).await?;
             (e, dd(&image, &disk, extent.offset)?)
         } else {
@@ -266,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
         let ratio = 100.0 * d.as_secs_f64() / e.as_secs_f64();
         ratios.push(ratio);
         println!(
-            "round {round}: update_engine: {:.1} MiB/s ({e:.2?}); dd: {:.1} MiB/s ({d:.2?}); ratio {ratio:.0}%",
+            "round {round}: update_engine: {:.1} MiB/s ({e:.2?}, cpu {e_cpu:.2?}); dd: {:.1} MiB/s ({d:.2?}, cpu {d_cpu:.2?}); ratio {ratio:.0}%",
             mib / e.as_secs_f64(),
             mib / d.as_secs_f64(),
         );

@@ -885,14 +885,13 @@ fn write_stream(
     if have > 0 {
         feed_file(path, have, &mut stream)?;
     }
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(have == 0)
         .append(have > 0)
         .open(path)
         .map_err(local)?;
-    let mut file = file;
     while let Some(chunk) = chunks.blocking_recv() {
         // Straight from the network buffer into the page cache (the chunks
         // are tens to hundreds of KiB: no buffering copy). The file is a

@@ -102,7 +102,10 @@ pub(crate) fn write_op_pieces<P: AsRef<[u8]>>(
     let ty =
         OpType::try_from(op.r#type).map_err(|_| fail(format!("unknown type {}", op.r#type)))?;
     match ty {
-        OpType::Replace => write_extents(disk, extent, block_size, index, op, pieces),
+        OpType::Replace => {
+            let total = pieces.iter().map(|p| p.as_ref().len() as u64).sum();
+            write_extents(disk, extent, block_size, index, op, total, 0, pieces)
+        }
         OpType::ReplaceBz => {
             let mut data = Vec::new();
             for p in pieces {
@@ -112,7 +115,8 @@ pub(crate) fn write_op_pieces<P: AsRef<[u8]>>(
             bzip2::read::BzDecoder::new(data.as_slice())
                 .read_to_end(&mut out)
                 .map_err(|e| fail(format!("bzip2: {e}")))?;
-            write_extents(disk, extent, block_size, index, op, &[out])
+            let total = out.len() as u64;
+            write_extents(disk, extent, block_size, index, op, total, 0, &[out])
         }
         OpType::Move | OpType::Bsdiff => Err(fail(format!(
             "{} operations belong to delta payloads, which are not supported",
@@ -121,17 +125,37 @@ pub(crate) fn write_op_pieces<P: AsRef<[u8]>>(
     }
 }
 
-/// Writes `pieces` (concatenated) to the operation's destination extents.
+/// Writes part of a REPLACE operation's data as it arrives: `pieces` are
+/// the bytes of the data blob from offset `from` on. The whole operation
+/// (data length against extents, every extent inside the partition) is
+/// checked before each part is written.
+pub(crate) fn write_replace_part<P: AsRef<[u8]>>(
+    disk: &File,
+    extent: PartitionExtent,
+    block_size: u64,
+    index: usize,
+    op: &InstallOperation,
+    from: u64,
+    pieces: &[P],
+) -> Result<(), PayloadError> {
+    let total = u64::from(op.data_length());
+    write_extents(disk, extent, block_size, index, op, total, from, pieces)
+}
+
+/// Writes `pieces` (concatenated), the bytes from `from` on of an
+/// operation's `total` bytes of output, to its destination extents.
+#[allow(clippy::too_many_arguments)]
 fn write_extents<P: AsRef<[u8]>>(
     disk: &File,
     extent: PartitionExtent,
     block_size: u64,
     index: usize,
     op: &InstallOperation,
+    total: u64,
+    from: u64,
     pieces: &[P],
 ) -> Result<(), PayloadError> {
     let fail = |reason: String| PayloadError::Operation { index, reason };
-    let len: u64 = pieces.iter().map(|p| p.as_ref().len() as u64).sum();
     let dst_total = op
         .dst_extents
         .iter()
@@ -141,38 +165,56 @@ fn write_extents<P: AsRef<[u8]>>(
                 .and_then(|n| acc.checked_add(n))
         })
         .ok_or_else(|| fail("extent sizes overflow".into()))?;
-    if dst_total != len {
+    if dst_total != total {
         return Err(fail(format!(
-            "{len} bytes of data for {dst_total} bytes of extents"
+            "{total} bytes of data for {dst_total} bytes of extents"
         )));
     }
-    // Where we are in `pieces`: piece index and offset inside it.
-    let (mut piece, mut at) = (0usize, 0usize);
+    let len: u64 = pieces.iter().map(|p| p.as_ref().len() as u64).sum();
+    if from.checked_add(len).is_none_or(|end| end > total) {
+        return Err(fail(format!(
+            "{len} bytes at {from} overrun {total} bytes of data"
+        )));
+    }
+    // Byte ranges (partition offsets) of the extents, all checked first.
+    let mut ranges = Vec::with_capacity(op.dst_extents.len());
     for e in &op.dst_extents {
-        let start = e.start_block().checked_mul(block_size);
         let n = e.num_blocks() * block_size; // bounded by dst_total above
-        let Some(start) = start.filter(|s| s.checked_add(n).is_some_and(|end| end <= extent.len))
-        else {
-            return Err(fail(format!(
-                "extent at block {} runs past the partition",
-                e.start_block()
-            )));
-        };
-        let mut done = 0u64;
-        while done < n {
-            let Some(p) = pieces.get(piece) else {
+        let start = e
+            .start_block()
+            .checked_mul(block_size)
+            .filter(|s| s.checked_add(n).is_some_and(|end| end <= extent.len))
+            .ok_or_else(|| {
+                fail(format!(
+                    "extent at block {} runs past the partition",
+                    e.start_block()
+                ))
+            })?;
+        ranges.push((start, n));
+    }
+    // `data` is the offset in the operation's output of the next byte of
+    // `pieces`; `ext_data` that of the current extent's first byte.
+    let mut data = from;
+    let mut ext_data = 0u64;
+    let mut ranges = ranges.into_iter();
+    let mut current = ranges.next();
+    for p in pieces {
+        let mut p = p.as_ref();
+        while !p.is_empty() {
+            let Some((start, n)) = current else {
                 break; // unreachable: the lengths were checked above
             };
-            let p = p.as_ref();
-            let take = ((p.len() - at) as u64).min(n - done) as usize;
-            disk.write_all_at(&p[at..at + take], extent.offset + start + done)
-                .map_err(PayloadError::Write)?;
-            done += take as u64;
-            at += take;
-            if at == p.len() {
-                piece += 1;
-                at = 0;
+            if data >= ext_data + n {
+                ext_data += n;
+                current = ranges.next();
+                continue;
             }
+            let into = data - ext_data;
+            let take = ((n - into) as usize).min(p.len());
+            disk.write_all_at(&p[..take], extent.offset + start + into)
+                .map_err(PayloadError::Write)?;
+            p = &p[take..];
+            data += take as u64;
         }
     }
     Ok(())

@@ -30,12 +30,14 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Buf, Bytes};
 use proto::chromeos_update_engine::InstallOperation;
+use proto::chromeos_update_engine::install_operation::Type as OpType;
 use sha2::{Digest, Sha256};
 
 use super::{FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MANIFEST_LEN, ParsedPayload, read_manifest};
 use crate::gpt::PartitionExtent;
 
-/// Operations with larger data blobs are left to the file-based apply.
+/// Compressed (gathered) operations with larger data blobs are left to the
+/// file-based apply; REPLACE data is never gathered.
 const MAX_STREAMED_OP: u64 = 64 << 20;
 /// Bytes written to the partition between two starts of writeback.
 pub const WRITEBACK_WINDOW: u64 = 16 << 20;
@@ -81,6 +83,9 @@ struct Writer {
     block_size: u64,
     /// The next operation to write.
     next: usize,
+    /// Bytes of its data already written (REPLACE data is written as it
+    /// arrives).
+    op_done: u64,
     /// Payload bytes from `buf_start` to the current stream position, in
     /// the chunks they arrived in (shared, not copied).
     pending: VecDeque<Bytes>,
@@ -306,6 +311,7 @@ impl StreamApplier {
                     extent,
                     block_size,
                     next: 0,
+                    op_done: 0,
                     pending: VecDeque::new(),
                     pending_len: 0,
                     buf_start: parsed.data_start,
@@ -331,34 +337,74 @@ impl StreamApplier {
         while let Some(op) = ops.get(w.next) {
             let start = parsed.data_start + u64::from(op.data_offset());
             let len = u64::from(op.data_length());
-            if start < w.buf_start {
-                failure = Some(format!("operation {} data out of order", w.next));
-                break;
+            let replace = op.r#type == OpType::Replace as i32;
+            if w.op_done == 0 {
+                if start < w.buf_start {
+                    failure = Some(format!("operation {} data out of order", w.next));
+                    break;
+                }
+                if len > MAX_STREAMED_OP && !replace {
+                    failure = Some(format!("operation {} data too large to stream", w.next));
+                    break;
+                }
+                // Drop the bytes before this operation's data.
+                w.skip((start - w.buf_start).min(w.pending_len));
+                if w.buf_start < start {
+                    break; // waiting for more bytes
+                }
             }
-            if len > MAX_STREAMED_OP {
-                failure = Some(format!("operation {} data too large to stream", w.next));
-                break;
-            }
-            // Drop the bytes before this operation's data.
-            w.skip((start - w.buf_start).min(w.pending_len));
-            if w.buf_start < start || w.pending_len < len {
-                break; // waiting for more bytes
-            }
-            let pieces = w.take(len);
-            if let Err(e) = super::apply::write_op_pieces(
-                &w.target,
-                w.extent,
-                w.block_size,
-                w.next,
-                op,
-                &pieces,
-            ) {
-                failure = Some(e.to_string());
-                break;
+            let checked = op.data_sha256_hash.is_some();
+            if replace {
+                // Written as it arrives, while the bytes are still in
+                // the CPU's caches.
+                let part = w.pending_len.min(len - w.op_done);
+                if part == 0 && len > 0 {
+                    break;
+                }
+                let pieces = w.take(part);
+                if let Err(e) = super::apply::write_replace_part(
+                    &w.target,
+                    w.extent,
+                    w.block_size,
+                    w.next,
+                    op,
+                    w.op_done,
+                    &pieces,
+                ) {
+                    failure = Some(e.to_string());
+                    break;
+                }
+                w.op_done += part;
+                if checked {
+                    w.op_hasher.data(pieces);
+                }
+                if w.op_done < len {
+                    break;
+                }
+            } else {
+                if w.pending_len < len {
+                    break; // waiting for more bytes
+                }
+                let pieces = w.take(len);
+                if let Err(e) = super::apply::write_op_pieces(
+                    &w.target,
+                    w.extent,
+                    w.block_size,
+                    w.next,
+                    op,
+                    &pieces,
+                ) {
+                    failure = Some(e.to_string());
+                    break;
+                }
+                if checked {
+                    w.op_hasher.data(pieces);
+                }
             }
             if let Some(expected) = &op.data_sha256_hash {
-                w.op_hasher.check(w.next, expected.clone(), pieces);
+                w.op_hasher.end(w.next, expected.clone());
             }
+            w.op_done = 0;
             w.wrote(op);
             if let Some((read_back, ends)) = &w.read_back
                 && let Some(end) = ends.get(w.next)
@@ -555,71 +601,96 @@ impl Hasher {
     }
 }
 
-/// One operation's data to check: (index, expected SHA-256, the data).
-type OpCheck = (usize, Vec<u8>, Vec<Bytes>);
+enum OpHashMsg {
+    /// The next bytes of the current operation's data.
+    Data(Bytes),
+    /// The current operation's data is complete: (index, expected SHA-256).
+    End(usize, Vec<u8>),
+}
 
 /// The operations' data hashes, checked on their own thread (or inline
 /// when no thread could be started); remembers the first mismatch.
 struct OpHasher {
-    tx: Option<std::sync::mpsc::SyncSender<OpCheck>>,
+    tx: Option<std::sync::mpsc::SyncSender<OpHashMsg>>,
     thread: Option<std::thread::JoinHandle<Option<usize>>>,
-    /// The first mismatch found inline.
+    /// Inline state: the current operation's hash and the first mismatch.
+    inline: Sha256,
     mismatch: Option<usize>,
 }
 
-/// Operations queued for the operation hash thread.
-const OP_HASH_QUEUE: usize = 16;
+/// Chunks queued for the operation hash thread.
+const OP_HASH_QUEUE: usize = 64;
 
-fn op_data_matches(expected: &[u8], pieces: &[Bytes]) -> bool {
-    let mut h = Sha256::new();
-    for p in pieces {
-        h.update(p);
+/// Applies one message to a running operation hash; `Some(index)` on a
+/// mismatch.
+fn op_hash_step(h: &mut Sha256, msg: OpHashMsg) -> Option<usize> {
+    match msg {
+        OpHashMsg::Data(d) => {
+            h.update(&d);
+            None
+        }
+        OpHashMsg::End(index, expected) => {
+            let got = std::mem::take(h).finalize();
+            (got.as_slice() != expected.as_slice()).then_some(index)
+        }
     }
-    h.finalize().as_slice() == expected
 }
 
 impl OpHasher {
     fn spawn() -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<OpCheck>(OP_HASH_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<OpHashMsg>(OP_HASH_QUEUE);
         let thread = std::thread::Builder::new()
             .name("op-sha256".into())
             .spawn(move || {
+                let mut h = Sha256::new();
                 let mut mismatch = None;
-                for (index, expected, pieces) in rx {
-                    if mismatch.is_none() && !op_data_matches(&expected, &pieces) {
-                        mismatch = Some(index);
+                for msg in rx {
+                    if let Some(i) = op_hash_step(&mut h, msg) {
+                        mismatch = mismatch.or(Some(i));
                     }
                 }
                 mismatch
             });
-        match thread {
-            Ok(t) => OpHasher {
-                tx: Some(tx),
-                thread: Some(t),
-                mismatch: None,
-            },
-            Err(_) => OpHasher {
-                tx: None,
-                thread: None,
-                mismatch: None,
-            },
+        let (tx, thread) = match thread {
+            Ok(t) => (Some(tx), Some(t)),
+            Err(_) => (None, None),
+        };
+        OpHasher {
+            tx,
+            thread,
+            inline: Sha256::new(),
+            mismatch: None,
         }
     }
 
-    fn check(&mut self, index: usize, expected: Vec<u8>, pieces: Vec<Bytes>) {
-        let job = match &self.tx {
-            Some(tx) => match tx.send((index, expected, pieces)) {
+    fn send(&mut self, msg: OpHashMsg) {
+        let msg = match &self.tx {
+            Some(tx) => match tx.send(msg) {
                 Ok(()) => return,
+                // The thread is gone; `finish` fails the check.
                 Err(e) => {
                     self.tx = None;
+                    self.mismatch = self.mismatch.or(Some(0));
                     e.0
                 }
             },
-            None => (index, expected, pieces),
+            None => msg,
         };
-        if self.mismatch.is_none() && !op_data_matches(&job.1, &job.2) {
-            self.mismatch = Some(job.0);
+        if self.thread.is_none()
+            && let Some(i) = op_hash_step(&mut self.inline, msg)
+        {
+            self.mismatch = self.mismatch.or(Some(i));
         }
+    }
+
+    fn data(&mut self, pieces: Vec<Bytes>) {
+        for p in pieces {
+            self.send(OpHashMsg::Data(p));
+        }
+    }
+
+    fn end(&mut self, index: usize, expected: Vec<u8>) {
+        self.send(OpHashMsg::End(index, expected));
     }
 
     /// The first operation whose data hash differs.
@@ -929,6 +1000,96 @@ mod tests {
             Some("operation 1: data hash mismatch")
         );
         assert_eq!(s.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+    }
+
+    #[test]
+    fn replace_data_split_across_extents_and_chunks() {
+        // Two operations of three one-block extents each, scattered (not in
+        // partition order: no early read-back), fed in chunks that cut
+        // through extent and operation boundaries.
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<u8> = (0..6 * 4096u32).map(|i| (i / 97) as u8).collect();
+        let extents = |blocks: [u64; 3]| {
+            blocks
+                .iter()
+                .map(|b| Extent {
+                    start_block: Some(*b),
+                    num_blocks: Some(1),
+                })
+                .collect()
+        };
+        let op = |i: u32, blocks: [u64; 3]| InstallOperation {
+            r#type: OpType::Replace as i32,
+            data_offset: Some(i * 3 * 4096),
+            data_length: Some(3 * 4096),
+            dst_extents: extents(blocks),
+            data_sha256_hash: Some(
+                Sha256::digest(&blobs[i as usize * 3 * 4096..(i as usize + 1) * 3 * 4096]).to_vec(),
+            ),
+            ..Default::default()
+        };
+        let layout = [[5u64, 1, 3], [0, 4, 2]];
+        let bytes = raw_payload(vec![op(0, layout[0]), op(1, layout[1])], &blobs);
+        for chunk in [1000usize, 4095, 4097, 12_289] {
+            let (f, extent) = target(dir.path());
+            let check = f.try_clone().unwrap();
+            let mut stream = StreamApplier::new(Some((f, extent)));
+            feed_in(&mut stream, &bytes, chunk);
+            let s = stream.finish();
+            assert!(s.applied, "chunk {chunk}: {:?}", s.not_applied);
+            assert!(s.read_back.is_none());
+            let part = partition(&check, 6 * 4096);
+            for (i, blocks) in layout.iter().enumerate() {
+                for (j, b) in blocks.iter().enumerate() {
+                    let src = (i * 3 + j) * 4096;
+                    let dst = *b as usize * 4096;
+                    assert!(
+                        part[dst..dst + 4096] == blobs[src..src + 4096],
+                        "chunk {chunk}: operation {i} extent {j}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_extents_stop_the_stream_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 8192];
+        for (start, blocks) in [
+            (0, u64::MAX / 2), // size overflow
+            (u64::MAX / 2, 2), // offset overflow
+            (1 << 20, 2),      // past the partition
+            (0, 3),            // more extent than data
+        ] {
+            let ops = vec![InstallOperation {
+                r#type: OpType::Replace as i32,
+                data_offset: Some(0),
+                data_length: Some(data.len() as u32),
+                dst_extents: vec![
+                    Extent {
+                        start_block: Some(0),
+                        num_blocks: Some(0),
+                    },
+                    Extent {
+                        start_block: Some(start),
+                        num_blocks: Some(blocks),
+                    },
+                ],
+                ..Default::default()
+            }];
+            let bytes = raw_payload(ops, &data);
+            let (f, extent) = target(dir.path());
+            let check = f.try_clone().unwrap();
+            let mut stream = StreamApplier::new(Some((f, extent)));
+            feed_in(&mut stream, &bytes, 1000);
+            let s = stream.finish();
+            assert!(!s.applied, "({start}, {blocks})");
+            assert!(
+                partition(&check, 3 * 4096).iter().all(|b| *b == 0),
+                "({start}, {blocks}): written"
+            );
+        }
     }
 
     #[test]
