@@ -5,7 +5,7 @@ interleaved (N iterations, each running every command once), and prints per-comm
 Usage: timeit.py seq|inter RUNS [--raw FILE] LABEL=COMMAND ...
        timeit.py summary FILE
 --raw appends every time to FILE, one line per command: `$TIMEIT_TAG mode label times...`;
-`summary` prints, per tag (with its last word, the round, dropped), mode and label, the median of
+(and a second line, label `LABEL:cpu`, with the CPU times); `summary` prints, per tag (with its last word, the round, dropped), mode and label, the median of
 the rounds' medians and the range of those medians.
 COMMAND is split like a shell would (shlex); `{i}` in it becomes the run number (unique ids for
 runc/crun). Each command's stdout and stderr go to /dev/null; a failing run is reported and
@@ -20,10 +20,14 @@ import time
 
 
 def run(argv):
+    """Wall time and CPU time (user + system of the command and the descendants it waited
+    for, from wait4) in ms, or None if the command failed."""
     t0 = time.perf_counter_ns()
-    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
     ms = (time.perf_counter_ns() - t0) / 1e6
-    return ms if r.returncode == 0 else None
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return (ms, (ru.ru_utime + ru.ru_stime) * 1e3) if p.returncode == 0 else None
 
 
 def summary(path):
@@ -56,14 +60,16 @@ def main():
         label, _, cmd = a.partition("=")
         cmds.append((label, shlex.split(cmd)))
     times = {label: [] for label, _ in cmds}
+    cpu = {label: [] for label, _ in cmds}
     errors = {label: 0 for label, _ in cmds}
 
     def one(label, argv, i):
-        ms = run([x.replace("{i}", str(i)) for x in argv])
-        if ms is None:
+        r = run([x.replace("{i}", str(i)) for x in argv])
+        if r is None:
             errors[label] += 1
         else:
-            times[label].append(ms)
+            times[label].append(r[0])
+            cpu[label].append(r[1])
 
     if mode == "seq":
         for label, argv in cmds:
@@ -83,6 +89,7 @@ def main():
         print(
             f"{label:<{width}}  median {statistics.median(t):6.1f} ms  min {min(t):6.1f}"
             f"  first{k} {statistics.median(t[:k]):6.1f}  last{k} {statistics.median(t[-k:]):6.1f}"
+            f"  cpu {statistics.median(cpu[label]):5.1f}"
             f"  n={len(t)}" + (f"  ERRORS={errors[label]}" if errors[label] else "")
         )
     if raw:
@@ -90,6 +97,7 @@ def main():
             for label, _ in cmds:
                 tag = os.environ.get("TIMEIT_TAG", "-")
                 f.write(f"{tag} {mode} {label} " + " ".join(f"{x:.3f}" for x in times[label]) + "\n")
+                f.write(f"{tag} {mode} {label}:cpu " + " ".join(f"{x:.3f}" for x in cpu[label]) + "\n")
 
 
 if __name__ == "__main__":

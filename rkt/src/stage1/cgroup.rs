@@ -14,8 +14,11 @@ use crate::pod::manifest::Resources;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// cfs period used for `--cpu` (the kernel's default, 100 ms).
 const CFS_PERIOD_US: u64 = 100_000;
-/// v1 controllers a pod joins: the ones its limits use, plus cpuacct for accounting.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+/// v1 controllers a pod joins: the ones its limits use. Where cpuacct shares a hierarchy with
+/// cpu (`cpu,cpuacct`, systemd's layout) the pod is accounted there too; a cpuacct mounted on
+/// its own is left alone: rkt reads no accounting, and its three directories per pod (created,
+/// joined, removed on every start) were a fifth of the pod's cgroup work.
+const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
 /// Which cgroup layout the host has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

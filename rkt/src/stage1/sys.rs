@@ -41,7 +41,11 @@ impl Sys for Linux {
     }
 
     fn unshare(&self, flags: CloneFlags) -> Result<()> {
-        nix::sched::unshare(flags).ctx("unshare", format!("{flags:?}"))
+        nix::sched::unshare(flags).map_err(|source| crate::error::Error::Sys {
+            op: "unshare",
+            path: format!("{flags:?}").into(),
+            source,
+        })
     }
 
     fn pivot_to_cwd(&self) -> Result<()> {

@@ -461,7 +461,8 @@ fn init_and_app_start_in_their_own_cgroup_leaves() {
     assert!(o.status.success(), "{}", show(&o));
     let uuid = std::fs::read_to_string(&uuid_file).expect("uuid file");
     let uuid = uuid.trim();
-    // Every hierarchy the pod uses: the v1 controllers it joins, and cgroup2 where it is mounted.
+    // Every hierarchy the pod uses: the v1 controllers its limits use (cpuacct too where it
+    // shares cpu's hierarchy), and cgroup2 where it is mounted.
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
         || std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
     let used = |ctrls: &str| {
@@ -470,10 +471,18 @@ fn init_and_app_start_in_their_own_cgroup_leaves() {
         } else {
             ctrls
                 .split(',')
-                .any(|c| ["memory", "cpu", "cpuacct", "pids"].contains(&c))
+                .any(|c| ["memory", "cpu", "pids"].contains(&c))
         }
     };
     let out = stdout(&o);
+    // Hierarchies the pod does not use (a cpuacct of its own, devices, ...) are left as they are:
+    // no pod directory there.
+    for l in out.lines() {
+        let ctrls = l.split(':').nth(1).unwrap_or("-");
+        if !ctrls.is_empty() && !used(ctrls) {
+            assert!(!l.contains(&format!("/rkt-{uuid}")), "{l:?} joined\n{out}");
+        }
+    }
     for (who, leaf) in [("1", "stage1"), ("self", "app-busybox")] {
         let want = format!("/rkt-{uuid}/{leaf}");
         let lines: Vec<&str> = out
