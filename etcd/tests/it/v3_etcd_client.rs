@@ -505,3 +505,46 @@ fn a_watcher_that_does_not_read_loses_no_event() {
         );
     });
 }
+
+#[test]
+fn a_new_leader_renews_leases_so_a_restart_never_shortens_them() {
+    // Ours only: etcd does the same (its lessor refreshes leases on promotion), but its restart takes longer.
+    let port = free_port();
+    let server = Proc::ours_in(tempfile::tempdir().expect("tempdir"), port);
+    let addr = server.addr.clone();
+    let id = rt().block_on(async {
+        let mut c = connect(&addr).await;
+        let id = c.lease_grant(10, None).await.unwrap().id();
+        c.put("/kept", "v", Some(PutOptions::new().with_lease(id)))
+            .await
+            .unwrap();
+        // Let some of the TTL run out (poll the server's own countdown, no fixed sleep).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.lease_time_to_live(id, None).await.unwrap().ttl() > 8 {
+            assert!(Instant::now() < deadline, "lease countdown stuck");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        id
+    });
+    let dir = server.kill9();
+    let _server = Proc::ours_in(dir, port);
+    rt().block_on(async {
+        let mut c = connect(&addr).await;
+        // The restarted member is a new leader: every lease is renewed to its full TTL before it expires any.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = c.lease_time_to_live(id, None).await.unwrap();
+            if t.ttl() >= 9 {
+                break;
+            }
+            assert!(t.ttl() > 0, "lease lost across the restart");
+            assert!(
+                Instant::now() < deadline,
+                "lease not renewed: ttl {}",
+                t.ttl()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(c.get("/kept", None).await.unwrap().count(), 1);
+    });
+}
