@@ -548,3 +548,53 @@ fn a_new_leader_renews_leases_so_a_restart_never_shortens_them() {
         assert_eq!(c.get("/kept", None).await.unwrap().count(), 1);
     });
 }
+
+#[test]
+fn periodic_auto_compaction_forgets_old_revisions() {
+    let s = Ours::start_with("http://127.0.0.1:22380", |s| {
+        s.auto_compaction = Some(etcd::config::AutoCompaction::Periodic(Duration::from_secs(
+            1,
+        )));
+    });
+    rt().block_on(async {
+        let mut c = connect(&s.addr).await;
+        let first = c
+            .put("/ac", "1", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        c.put("/ac", "2", None).await.unwrap();
+        assert_eq!(
+            c.get("/ac", Some(GetOptions::new().with_revision(first)))
+                .await
+                .unwrap()
+                .kvs()[0]
+                .value(),
+            b"1"
+        );
+        // The leader compacts to the revision it saw a retention period ago; poll until it has.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match c
+                .get("/ac", Some(GetOptions::new().with_revision(first)))
+                .await
+            {
+                Err(e) => {
+                    assert_eq!(
+                        status(e).1,
+                        "etcdserver: mvcc: required revision has been compacted"
+                    );
+                    break;
+                }
+                Ok(_) => {
+                    assert!(Instant::now() < deadline, "never compacted");
+                    c.put("/ac/tick", "x", None).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        assert_eq!(c.get("/ac", None).await.unwrap().kvs()[0].value(), b"2");
+    });
+}
