@@ -161,7 +161,10 @@ async fn auto_compact(
                 revision: i64::try_from(target).unwrap_or(i64::MAX),
             };
             match node.write_v3(op).await {
-                Ok(_) => tracing::info!(revision = target, "auto-compacted"),
+                Ok((r, _)) => match r.result {
+                    Ok(_) => tracing::info!(revision = target, "auto-compacted"),
+                    Err(e) => tracing::warn!(revision = target, "auto-compaction: {e}"),
+                },
                 Err(e) => tracing::warn!("auto-compaction: {e}"),
             }
         }
