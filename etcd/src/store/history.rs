@@ -29,11 +29,62 @@ pub struct Change {
 
 /// The retained changes, in revision order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "Stored")]
 pub struct History {
     capacity: usize,
     /// The compaction revision: every change with `rev >= compacted` is retained (0: nothing dropped yet).
     compacted: u64,
     changes: VecDeque<Arc<Change>>,
+}
+
+/// A history as snapshots hold it: this format, or the v2-only event ring of earlier versions.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Current {
+        capacity: usize,
+        compacted: u64,
+        changes: VecDeque<Arc<Change>>,
+    },
+    V2Ring {
+        capacity: usize,
+        start: u64,
+        events: VecDeque<Arc<Event>>,
+    },
+}
+
+impl From<Stored> for History {
+    fn from(s: Stored) -> Self {
+        match s {
+            Stored::Current {
+                capacity,
+                compacted,
+                changes,
+            } => History {
+                capacity: capacity.max(1),
+                compacted,
+                changes,
+            },
+            Stored::V2Ring {
+                capacity,
+                start,
+                events,
+            } => History {
+                capacity: capacity.max(1),
+                compacted: start,
+                changes: events
+                    .into_iter()
+                    .map(|e| {
+                        Arc::new(Change {
+                            rev: e.index(),
+                            v2: vec![e],
+                            v3: Vec::new(),
+                        })
+                    })
+                    .collect(),
+            },
+        }
+    }
 }
 
 impl History {

@@ -308,8 +308,13 @@ impl<'de> Deserialize<'de> for Store {
             };
             children.insert(name, node);
         }
+        let upgrade = img.kvs.is_empty();
         for kv in img.kvs {
             store.mvcc.kvs.insert(kv.0.key.clone(), kv.0);
+        }
+        if upgrade {
+            // A snapshot from before the v3 view: derive it from the tree.
+            store.rebuild_v3_view();
         }
         for (id, l) in img.leases {
             if !l.v2 {

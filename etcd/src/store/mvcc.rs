@@ -813,6 +813,29 @@ impl Store {
         Ok(())
     }
 
+    /// Derives the v3 view from the tree (snapshots written before it existed): every file becomes a key at its
+    /// v2 indexes, and every file with a TTL gets its lease.
+    pub(super) fn rebuild_v3_view(&mut self) {
+        let mut files = Vec::new();
+        self.root.each_file("/", &mut |k| files.push(k.to_string()));
+        for f in files {
+            let Ok(n) = self.lookup(&f) else {
+                continue;
+            };
+            let (created, modified, expire) = (n.created, n.modified, n.expire);
+            let value = n.value().to_string();
+            let now = expire.unwrap_or(0);
+            self.mirror_put(&f, &value, created, modified, expire, now);
+            if let Some(kv) = self.mvcc.kvs.get(f.as_bytes())
+                && let Some(l) = self.mvcc.leases.get_mut(&kv.lease)
+            {
+                // The original TTL is unknown; what is left is the best estimate.
+                l.ttl = l.ttl.max(1);
+            }
+        }
+        self.mvcc.pending_v3.clear();
+    }
+
     /// Checks that every v2 file is in the v3 view with the same revisions (for tests).
     pub fn check_views_agree(&self) -> Result<(), String> {
         let mut files = Vec::new();
@@ -1206,6 +1229,23 @@ mod tests {
         assert_eq!(r.lease_ids(), s.lease_ids());
         assert_eq!(r.next_expiry(), s.next_expiry());
         assert_eq!(get(&r, "a", "z", 1).unwrap(), get(&s, "a", "z", 1).unwrap());
+    }
+
+    #[test]
+    fn snapshots_from_before_the_v3_view_load_with_one() {
+        let old = r#"{"index":5,"history":{"capacity":10,"start":0,"events":[
+            {"action":"set","node":{"key":"/d/a","value":"v","modifiedIndex":5,"createdIndex":4}}]},
+            "nodes":[{"key":"/d","created":4,"modified":4,"expire":null,"value":null},
+                     {"key":"/d/a","created":4,"modified":5,"expire":2000000000000,"value":"v"}]}"#;
+        let s: Store = serde_json::from_str(old).unwrap();
+        let kv = s.kv(b"/d/a").unwrap();
+        assert_eq!(
+            (kv.create_revision, kv.mod_revision, &kv.value[..]),
+            (4, 5, &b"v"[..])
+        );
+        assert!(s.has_lease(kv.lease));
+        assert_eq!(s.history().scan("/d/a", false, 5, 5, 1).unwrap().len(), 1);
+        s.check_views_agree().unwrap();
     }
 
     #[derive(Debug, Clone)]

@@ -505,3 +505,96 @@ fn a_watcher_that_does_not_read_loses_no_event() {
         );
     });
 }
+
+#[test]
+fn a_new_leader_renews_leases_so_a_restart_never_shortens_them() {
+    // Ours only: etcd does the same (its lessor refreshes leases on promotion), but its restart takes longer.
+    let port = free_port();
+    let server = Proc::ours_in(tempfile::tempdir().expect("tempdir"), port);
+    let addr = server.addr.clone();
+    let id = rt().block_on(async {
+        let mut c = connect(&addr).await;
+        let id = c.lease_grant(10, None).await.unwrap().id();
+        c.put("/kept", "v", Some(PutOptions::new().with_lease(id)))
+            .await
+            .unwrap();
+        // Let some of the TTL run out (poll the server's own countdown, no fixed sleep).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.lease_time_to_live(id, None).await.unwrap().ttl() > 8 {
+            assert!(Instant::now() < deadline, "lease countdown stuck");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        id
+    });
+    let dir = server.kill9();
+    let _server = Proc::ours_in(dir, port);
+    rt().block_on(async {
+        let mut c = connect(&addr).await;
+        // The restarted member is a new leader: every lease is renewed to its full TTL before it expires any.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let t = c.lease_time_to_live(id, None).await.unwrap();
+            if t.ttl() >= 9 {
+                break;
+            }
+            assert!(t.ttl() > 0, "lease lost across the restart");
+            assert!(
+                Instant::now() < deadline,
+                "lease not renewed: ttl {}",
+                t.ttl()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(c.get("/kept", None).await.unwrap().count(), 1);
+    });
+}
+
+#[test]
+fn periodic_auto_compaction_forgets_old_revisions() {
+    let s = Ours::start_with("http://127.0.0.1:22380", |s| {
+        s.auto_compaction = Some(etcd::config::AutoCompaction::Periodic(Duration::from_secs(
+            1,
+        )));
+    });
+    rt().block_on(async {
+        let mut c = connect(&s.addr).await;
+        let first = c
+            .put("/ac", "1", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        c.put("/ac", "2", None).await.unwrap();
+        assert_eq!(
+            c.get("/ac", Some(GetOptions::new().with_revision(first)))
+                .await
+                .unwrap()
+                .kvs()[0]
+                .value(),
+            b"1"
+        );
+        // The leader compacts to the revision it saw a retention period ago; poll until it has.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match c
+                .get("/ac", Some(GetOptions::new().with_revision(first)))
+                .await
+            {
+                Err(e) => {
+                    assert_eq!(
+                        status(e).1,
+                        "etcdserver: mvcc: required revision has been compacted"
+                    );
+                    break;
+                }
+                Ok(_) => {
+                    assert!(Instant::now() < deadline, "never compacted");
+                    c.put("/ac/tick", "x", None).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        assert_eq!(c.get("/ac", None).await.unwrap().kvs()[0].value(), b"2");
+    });
+}
