@@ -1,6 +1,7 @@
 //! Integration tests of the etcd crate: HTTP API, differential runs against Debian's etcd, crash safety.
 
 mod api;
+mod bench;
 mod cluster;
 mod crash;
 mod differential;
@@ -8,7 +9,6 @@ mod etcdctl;
 mod etcdctl_v3;
 mod linearizability;
 mod support;
-mod v3_client;
 mod v3_cross;
 mod v3_etcd_client;
 mod v3_etcdctl;

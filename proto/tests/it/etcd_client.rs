@@ -1,24 +1,52 @@
-//! `proto::etcd::Client` against Debian's etcd 3.4 (the reference), run
-//! inside harness hosts so its fixed ports collide with nothing.
+//! `proto::etcd::Client` against real servers: every scenario runs against Debian's etcd 3.4 (the
+//! reference) and against ours, each inside harness hosts so the fixed ports collide with nothing.
 
 use integration::{Host, Network, Process, Spawn};
 use proto::etcd::{Client, ClientError, RetryPolicy, WatchEvent};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A single-member reference etcd 3.4 inside `host`, on 127.0.0.1:2379 there.
-fn reference_etcd(host: &Host, data: &Path) -> Process {
+/// Which etcd a scenario runs against.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    /// Debian's etcd 3.4 (package etcd-server).
+    Reference,
+    /// This workspace's `etcd` binary.
+    Ours,
+}
+
+impl Server {
+    fn program(self) -> PathBuf {
+        match self {
+            Server::Reference => PathBuf::from("/usr/bin/etcd"),
+            Server::Ours => integration::binary("etcd").unwrap(),
+        }
+    }
+
+    /// What the server prints once it serves clients.
+    fn ready_line(self) -> &'static str {
+        match self {
+            Server::Reference => "ready to serve client requests",
+            Server::Ours => "etcd member ready",
+        }
+    }
+}
+
+/// A single member inside `host`, on 127.0.0.1:2379 there.
+fn single(server: Server, host: &Host, data: &Path) -> Process {
     let mut etcd = host
         .spawn(
-            Spawn::new("/usr/bin/etcd")
-                .args(["--name", "ref", "--data-dir"])
+            Spawn::new(server.program())
+                .args(["--name", "one", "--data-dir"])
                 .arg(data)
                 .args(["--listen-client-urls", "http://127.0.0.1:2379"])
                 .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
-                .args(["--listen-peer-urls", "http://127.0.0.1:2380"]),
+                .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+                .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+                .args(["--initial-cluster", "one=http://127.0.0.1:2380"]),
         )
-        .expect("starting Debian's etcd (package etcd-server)");
-    etcd.wait_for_output("ready to serve client requests", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("starting {server:?} etcd: {e}"));
+    etcd.wait_for_output(server.ready_line(), Duration::from_secs(30))
         .unwrap();
     etcd
 }
@@ -44,12 +72,11 @@ fn key_of(event: &WatchEvent) -> String {
     String::from_utf8_lossy(&event.kv().key).into_owned()
 }
 
-#[test]
-fn kv_txn_lease_and_watch_work_against_etcd_3_4() {
+fn kv_txn_lease_and_watch(server: Server) {
     let net = Network::new().unwrap();
     let host = net.add_host("ref").unwrap();
     let data = tempfile::tempdir().unwrap();
-    let _etcd = reference_etcd(&host, &data.path().join("ref.etcd"));
+    let _etcd = single(server, &host, &data.path().join("one.etcd"));
 
     in_host(&host, || async {
         let client = Client::connect(&["http://127.0.0.1:2379"]).unwrap();
@@ -143,12 +170,11 @@ fn kv_txn_lease_and_watch_work_against_etcd_3_4() {
     });
 }
 
-#[test]
-fn a_watch_resumes_across_a_server_crash_without_losing_or_repeating_events() {
+fn a_watch_resumes_across_a_server_crash_without_losing_or_repeating_events(server: Server) {
     let net = Network::new().unwrap();
     let host = net.add_host("ref").unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut etcd = reference_etcd(&host, &data.path().join("ref.etcd"));
+    let mut etcd = single(server, &host, &data.path().join("one.etcd"));
 
     let etcd = &mut etcd;
     in_host(&host, || async move {
@@ -178,12 +204,11 @@ fn a_watch_resumes_across_a_server_crash_without_losing_or_repeating_events() {
     });
 }
 
-#[test]
-fn a_watch_from_a_compacted_revision_reports_the_compaction_point() {
+fn a_watch_from_a_compacted_revision_reports_the_compaction_point(server: Server) {
     let net = Network::new().unwrap();
     let host = net.add_host("ref").unwrap();
     let data = tempfile::tempdir().unwrap();
-    let _etcd = reference_etcd(&host, &data.path().join("ref.etcd"));
+    let _etcd = single(server, &host, &data.path().join("one.etcd"));
 
     in_host(&host, || async {
         let client = Client::connect(&["http://127.0.0.1:2379"]).unwrap();
@@ -214,8 +239,8 @@ fn a_watch_from_a_compacted_revision_reports_the_compaction_point() {
     });
 }
 
-/// Three Debian etcd members, one per host, formed statically.
-fn reference_cluster(net: &Network, data: &Path) -> (Vec<Host>, Vec<Process>) {
+/// Three members, one per host, formed statically.
+fn cluster(server: Server, net: &Network, data: &Path) -> (Vec<Host>, Vec<Process>) {
     let hosts: Vec<Host> = (0..3)
         .map(|i| net.add_host(&format!("m{i}")).unwrap())
         .collect();
@@ -230,7 +255,7 @@ fn reference_cluster(net: &Network, data: &Path) -> (Vec<Host>, Vec<Process>) {
         let peer_url = format!("http://{}:2380", host.addr());
         members.push(
             host.spawn(
-                Spawn::new("/usr/bin/etcd")
+                Spawn::new(server.program())
                     .args(["--name", &format!("m{i}"), "--data-dir"])
                     .arg(data.join(format!("m{i}")))
                     .args([
@@ -258,17 +283,16 @@ fn reference_cluster(net: &Network, data: &Path) -> (Vec<Host>, Vec<Process>) {
     }
     for member in &mut members {
         member
-            .wait_for_output("ready to serve client requests", Duration::from_secs(60))
+            .wait_for_output(server.ready_line(), Duration::from_secs(60))
             .unwrap();
     }
     (hosts, members)
 }
 
-#[test]
-fn calls_fail_over_when_the_current_member_dies() {
+fn calls_fail_over_when_the_current_member_dies(server: Server) {
     let net = Network::new().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let (hosts, mut members) = reference_cluster(&net, data.path());
+    let (hosts, mut members) = cluster(server, &net, data.path());
     let endpoints: Vec<String> = hosts
         .iter()
         .map(|h| format!("http://{}:2379", h.addr()))
@@ -306,12 +330,11 @@ fn calls_fail_over_when_the_current_member_dies() {
     });
 }
 
-#[test]
-fn a_lease_keeper_outlives_its_ttl_and_reports_loss() {
+fn a_lease_keeper_outlives_its_ttl_and_reports_loss(server: Server) {
     let net = Network::new().unwrap();
     let host = net.add_host("ref").unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut etcd = reference_etcd(&host, &data.path().join("ref.etcd"));
+    let mut etcd = single(server, &host, &data.path().join("one.etcd"));
 
     let etcd = &mut etcd;
     in_host(&host, || async move {
@@ -352,3 +375,142 @@ fn bad_endpoints_are_refused_clearly() {
     let err = Client::connect(&["not a url"]).unwrap_err();
     assert!(err.to_string().contains("not a url"), "{err}");
 }
+
+/// The index of the member that leads, as every member reports it.
+async fn leader_of(endpoints: &[String]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        let mut ids = Vec::new();
+        for ep in endpoints {
+            let client = Client::connect(&[ep.as_str()]).unwrap();
+            if let Ok(s) = client.status().await {
+                leaders.push(s.leader);
+                ids.push(s.header.map(|h| h.member_id).unwrap_or_default());
+            }
+        }
+        if ids.len() == endpoints.len()
+            && leaders.iter().all(|&l| l != 0 && l == leaders[0])
+            && let Some(i) = ids.iter().position(|&id| id == leaders[0])
+        {
+            return i;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader: leaders {leaders:x?}, members {ids:x?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A watch that resumes from its last revision sees every acknowledged write exactly once, in order, while
+/// the leader is killed under it and writes go on.
+fn a_watch_resumes_across_a_leader_kill_without_losing_or_repeating_events(server: Server) {
+    let net = Network::new().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (hosts, mut members) = cluster(server, &net, data.path());
+    let endpoints: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{}:2379", h.addr()))
+        .collect();
+    let observer = net.add_host("client").unwrap();
+
+    let members = &mut members;
+    in_host(&observer, || async move {
+        let leader = leader_of(&endpoints).await;
+        // The watcher starts on the leader, so the kill breaks its stream.
+        let mut ordered = endpoints.clone();
+        ordered.swap(0, leader);
+        let watcher = Client::connect(&ordered).unwrap();
+        let writer = Client::connect(&ordered).unwrap();
+        let mut watch = watcher.watch_prefix("/w/", 0).await.unwrap();
+
+        let mut acked = Vec::new();
+        let mut ambiguous = Vec::new();
+        for i in 0..60 {
+            if i == 20 {
+                members[leader].kill9().unwrap();
+            }
+            let key = format!("/w/{i:03}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match writer.put(key.as_str(), "v", 0).await {
+                    Ok(rev) => {
+                        acked.push((key.clone(), rev));
+                        break;
+                    }
+                    // Possibly applied: never repeat it (the watch may or may not show it once).
+                    Err(ClientError::Rpc(status)) if status.code() == tonic::Code::Unavailable => {
+                        ambiguous.push(key.clone());
+                        break;
+                    }
+                    Err(e) => {
+                        assert!(tokio::time::Instant::now() < deadline, "no progress: {e}");
+                    }
+                }
+            }
+        }
+        let end = writer.put("/w/end", "v", 0).await.unwrap();
+
+        let mut seen: Vec<(String, i64)> = Vec::new();
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), watch.next())
+                .await
+                .expect("the watch went quiet before the last write")
+                .unwrap();
+            let rev = event.kv().mod_revision;
+            let key = key_of(&event);
+            if key == "/w/end" {
+                assert_eq!(rev, end);
+                break;
+            }
+            seen.push((key, rev));
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0].1 < w[1].1),
+            "events out of order or repeated: {seen:?}"
+        );
+        for (key, rev) in &acked {
+            assert!(
+                seen.iter().any(|(k, r)| k == key && r == rev),
+                "acknowledged write {key}@{rev} missing from the watch: {seen:?}"
+            );
+        }
+        for (key, _) in &seen {
+            assert!(
+                acked.iter().any(|(k, _)| k == key) || ambiguous.contains(key),
+                "the watch reported {key}, which was never written"
+            );
+        }
+        assert!(
+            acked.len() >= 40,
+            "too few writes acknowledged: {}",
+            acked.len()
+        );
+    });
+}
+
+/// Runs each scenario once against Debian's etcd 3.4 and once against ours.
+macro_rules! against_both {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn reference() {
+                super::$scenario(super::Server::Reference)
+            }
+            #[test]
+            fn ours() {
+                super::$scenario(super::Server::Ours)
+            }
+        }
+    )*};
+}
+
+against_both!(
+    kv_txn_lease_and_watch,
+    a_watch_resumes_across_a_server_crash_without_losing_or_repeating_events,
+    a_watch_from_a_compacted_revision_reports_the_compaction_point,
+    calls_fail_over_when_the_current_member_dies,
+    a_lease_keeper_outlives_its_ttl_and_reports_loss,
+    a_watch_resumes_across_a_leader_kill_without_losing_or_repeating_events,
+);
