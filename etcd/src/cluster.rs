@@ -35,6 +35,13 @@ fn first8(digest: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// A peer URL as etcd accepts it (scheme http, https, unix or unixs, with a host), without a trailing slash.
+pub fn peer_url(u: &str) -> Option<String> {
+    let parsed = url::Url::parse(u).ok()?;
+    (matches!(parsed.scheme(), "http" | "https" | "unix" | "unixs") && parsed.host_str().is_some())
+        .then(|| parsed.as_str().trim_end_matches('/').to_string())
+}
+
 /// etcd's member id: sha1 of the sorted peer URLs concatenated, then the cluster token.
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     let mut urls = peer_urls.to_vec();

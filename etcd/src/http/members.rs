@@ -74,11 +74,8 @@ async fn peer_urls_body(req: Request) -> Result<Vec<String>, Response> {
     }
     let mut out = Vec::new();
     for u in &r.peer_urls {
-        let parsed = url::Url::parse(u).ok().filter(|p| {
-            matches!(p.scheme(), "http" | "https" | "unix" | "unixs") && p.host_str().is_some()
-        });
-        match parsed {
-            Some(p) => out.push(p.as_str().trim_end_matches('/').to_string()),
+        match crate::cluster::peer_url(u) {
+            Some(p) => out.push(p),
             None => {
                 return Err(message(
                     StatusCode::BAD_REQUEST,

@@ -1,5 +1,5 @@
-//! The Cluster service. One member for now: MemberList answers it; changes answer etcd's errors until the
-//! multi-member work (issue #4) fills them in.
+//! The Cluster service: member list and runtime membership changes, carried out by the raft node (the same
+//! operations `/v2/members` uses), with etcd 3.4's gRPC errors.
 
 use proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
@@ -9,26 +9,22 @@ use proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::V3;
-use super::error::{self, RequestError};
+use super::error;
+use crate::raft::MemberStatus;
+
+fn to_pb(m: MemberStatus) -> Member {
+    Member {
+        id: m.member.id,
+        name: m.member.name,
+        peer_ur_ls: m.member.peer_urls,
+        client_ur_ls: m.member.client_urls,
+        is_learner: m.is_learner,
+    }
+}
 
 impl V3 {
-    fn me(&self) -> Member {
-        let s = &self.app.settings;
-        Member {
-            id: s.member_id,
-            name: s.name.clone(),
-            peer_ur_ls: s.peer_urls.clone(),
-            client_ur_ls: s.advertise_client_urls.clone(),
-            is_learner: false,
-        }
-    }
-
-    fn known(&self, id: u64) -> Result<(), Status> {
-        if id == self.app.settings.member_id {
-            Ok(())
-        } else {
-            Err(error::request(RequestError::MemberNotFound))
-        }
+    fn members(&self) -> Vec<Member> {
+        self.app.node.members().into_iter().map(to_pb).collect()
     }
 }
 
@@ -36,35 +32,70 @@ impl V3 {
 impl Cluster for V3 {
     async fn member_add(
         &self,
-        _req: Request<MemberAddRequest>,
+        req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(error::request(RequestError::Unhealthy))
+        let req = req.into_inner();
+        let peer_urls = error::peer_urls(&req.peer_ur_ls)?;
+        let added = self
+            .app
+            .node
+            .add_member(peer_urls, req.is_learner)
+            .await
+            .map_err(error::member)?;
+        let member = Member {
+            id: added.id,
+            name: added.name,
+            peer_ur_ls: added.peer_urls,
+            client_ur_ls: added.client_urls,
+            is_learner: req.is_learner,
+        };
+        // etcd's cluster responses carry no revision.
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(0),
+            member: Some(member),
+            members: self.members(),
+        }))
     }
 
     async fn member_remove(
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        self.known(req.into_inner().id)?;
-        Err(error::request(RequestError::Unhealthy))
+        self.app
+            .node
+            .remove_member(req.into_inner().id)
+            .await
+            .map_err(error::member)?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(0),
+            members: self.members(),
+        }))
     }
 
     async fn member_update(
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        self.known(req.into_inner().id)?;
-        Err(error::request(RequestError::Unhealthy))
+        let req = req.into_inner();
+        let peer_urls = error::peer_urls(&req.peer_ur_ls)?;
+        self.app
+            .node
+            .update_member(req.id, peer_urls)
+            .await
+            .map_err(error::member)?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(0),
+            members: self.members(),
+        }))
     }
 
     async fn member_list(
         &self,
         _req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        // etcd's cluster responses carry no revision.
         Ok(Response::new(MemberListResponse {
             header: self.header(0),
-            members: vec![self.me()],
+            members: self.members(),
         }))
     }
 
@@ -72,7 +103,14 @@ impl Cluster for V3 {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        self.known(req.into_inner().id)?;
-        Err(error::request(RequestError::MemberNotLearner))
+        self.app
+            .node
+            .promote_member(req.into_inner().id)
+            .await
+            .map_err(error::member)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(0),
+            members: self.members(),
+        }))
     }
 }

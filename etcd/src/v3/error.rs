@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 
+use crate::raft::MemberError;
 use crate::store::{self, V3Error};
 
 /// Failures of the API layer that etcd reports before anything is proposed.
@@ -22,15 +23,9 @@ pub enum RequestError {
     /// `ignore_lease` with a lease.
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
-    /// A membership change this member cannot make yet.
-    #[error("etcdserver: member not found")]
-    MemberNotFound,
-    /// Promoting a voting member.
-    #[error("etcdserver: can only promote a learner member")]
-    MemberNotLearner,
-    /// Adding a member without the peer transport.
-    #[error("etcdserver: unhealthy cluster")]
-    Unhealthy,
+    /// A member change without peer URLs, or with one that is not a URL etcd accepts.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
 }
 
 /// The gRPC status of a store failure.
@@ -46,13 +41,41 @@ pub fn v3(e: V3Error) -> Status {
 
 /// The gRPC status of a request rejected before proposal.
 pub fn request(e: RequestError) -> Status {
-    let code = match e {
-        RequestError::MemberNotFound => Code::NotFound,
-        RequestError::MemberNotLearner => Code::FailedPrecondition,
-        RequestError::Unhealthy => Code::Unavailable,
-        _ => Code::InvalidArgument,
+    Status::new(Code::InvalidArgument, e.to_string())
+}
+
+/// The gRPC status of a refused membership change (etcd's v3 messages differ from its v2 ones).
+pub fn member(e: MemberError) -> Status {
+    let (code, msg) = match e {
+        MemberError::NotFound(_) => (Code::NotFound, "etcdserver: member not found".into()),
+        MemberError::PeerUrlExists => (
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists".into(),
+        ),
+        MemberError::IdExists => (
+            Code::FailedPrecondition,
+            "etcdserver: member ID already exist".into(),
+        ),
+        MemberError::NotEnoughStarted => (
+            Code::FailedPrecondition,
+            "etcdserver: re-configuration failed due to not enough started members".into(),
+        ),
+        MemberError::LearnerNotReady | MemberError::NotLearner => {
+            (Code::FailedPrecondition, e.to_string())
+        }
+        MemberError::Unavailable(_) => (Code::Unavailable, e.to_string()),
     };
-    Status::new(code, e.to_string())
+    Status::new(code, msg)
+}
+
+/// Peer URLs of a member change, normalised; etcd's error if there are none or one is invalid.
+pub fn peer_urls(urls: &[String]) -> Result<Vec<String>, Status> {
+    if urls.is_empty() {
+        return Err(request(RequestError::MemberBadUrls));
+    }
+    urls.iter()
+        .map(|u| crate::cluster::peer_url(u).ok_or_else(|| request(RequestError::MemberBadUrls)))
+        .collect()
 }
 
 /// The gRPC status of a raft failure (timeouts, no leader, stopping).
