@@ -90,15 +90,27 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::Stage1(format!("nul byte in {s:?}")))
 }
 
-/// Runs in the forked app process; only returns on error.
+/// Where one of the app's output streams goes, as init set it up.
+#[derive(Clone, Copy, Debug)]
+pub enum Redirect {
+    /// Keep the stream init has (rkt run's).
+    Inherit,
+    /// The app's `/dev/null`.
+    Null,
+    /// The write end of init's log pipe.
+    Pipe(std::os::fd::RawFd),
+}
+
+/// Runs in the forked app process; only returns on error. `out` is [stdout, stderr].
 pub fn exec(
     sys: &dyn Sys,
     rootfs: &Path,
     app: &RuntimeApp,
     cgroup: Option<&PodCgroup>,
     pid_file: &Path,
+    out: [Redirect; 2],
 ) -> Error {
-    match exec_inner(sys, rootfs, app, cgroup, pid_file) {
+    match exec_inner(sys, rootfs, app, cgroup, pid_file, out) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -112,6 +124,7 @@ fn exec_inner(
     app: &RuntimeApp,
     cgroup: Option<&PodCgroup>,
     pid_file: &Path,
+    out: [Redirect; 2],
 ) -> Result<Never> {
     if let Some(cg) = cgroup {
         cg.join(&format!("app-{}", app.name))?;
@@ -169,6 +182,8 @@ fn exec_inner(
         .ctx("opening", "/dev/null")?;
         nix::unistd::dup2_stdin(&null).ctx("redirecting stdin", "/dev/null")?;
     }
+    // Last, so that errors in the app's setup still reach rkt's stderr.
+    redirect(out)?;
 
     let mut env: Vec<(String, String)> = app
         .app
@@ -201,6 +216,34 @@ fn exec_inner(
         .collect::<Result<Vec<_>>>()?;
     let e = nix::unistd::execve(&cstring(&exe)?, &argv, &envp).unwrap_err();
     Err(Error::Stage1(format!("executing {exe}: {e}")))
+}
+
+fn redirect(out: [Redirect; 2]) -> Result<()> {
+    for (target, r) in [(1, out[0]), (2, out[1])] {
+        let what = if target == 1 { "stdout" } else { "stderr" };
+        let fd = match r {
+            Redirect::Inherit => continue,
+            Redirect::Pipe(fd) => fd,
+            Redirect::Null => {
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .ctx("opening", "/dev/null")?;
+                // Close-on-exec: only the duplicate on the standard stream reaches the app.
+                std::os::fd::IntoRawFd::into_raw_fd(null)
+            }
+        };
+        // SAFETY: dup2 onto a standard stream; `fd` is open (init's pipe or the one just opened).
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(Error::Stage1(format!(
+                "redirecting {what}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
