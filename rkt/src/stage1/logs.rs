@@ -79,6 +79,17 @@ fn encode(out: &mut Vec<u8>, time_ns: i64, stream: Stream, text: &[u8]) {
     out.push(b'\n');
 }
 
+/// Apps' output may hold secrets: readable by root and the group only (and close-on-exec, as
+/// std opens every file, so no app inherits it).
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
 /// An app's log file, appended to by the logger thread.
 pub struct LogFile {
     path: PathBuf,
@@ -92,7 +103,7 @@ pub struct LogFile {
 impl LogFile {
     /// Opens (creating) `path` for appending; it rotates to `rotated` past `cap` bytes.
     pub fn open(path: PathBuf, rotated: PathBuf, cap: u64) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_append(&path)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path,
@@ -124,10 +135,7 @@ impl LogFile {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         std::fs::rename(&self.path, &self.rotated)?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = open_append(&self.path)?;
         self.size = 0;
         Ok(())
     }

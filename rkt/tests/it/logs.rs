@@ -434,3 +434,34 @@ async fn get_logs_follows_until_the_pod_exits() {
     guard.disarm();
     assert!(status.success());
 }
+
+#[test]
+fn prepared_pods_keep_their_output_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let image = env.image();
+    let uuid = env
+        .ok(&[
+            "prepare",
+            "--net=none",
+            &image,
+            "--name=later",
+            "--stdout=log",
+            "--exec=/bin/sh",
+            "--",
+            "-c",
+            "echo prepared-line",
+        ])
+        .trim()
+        .to_string();
+    let o = env.rkt(&["run-prepared", &uuid]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!stdout(&o).contains("prepared-line"), "{}", show(&o));
+    let path = log_file(&env, &uuid, "later");
+    assert_eq!(texts(&records(&path), "stdout"), ["prepared-line"]);
+    let mode = std::fs::metadata(&path)
+        .expect("stat log")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640, "logs are not world-readable");
+}
