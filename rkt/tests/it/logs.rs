@@ -465,3 +465,35 @@ fn prepared_pods_keep_their_output_modes() {
         .mode();
     assert_eq!(mode & 0o777, 0o640, "logs are not world-readable");
 }
+
+#[test]
+fn a_chatty_app_keeps_a_bounded_contiguous_tail() {
+    let env = Env::new();
+    // About 34 MB of records: the log rotates several times at 8 MiB.
+    let (o, uuid) = run_sh(&env, "chatty", &["--stdout=log"], "seq 1 1000000");
+    assert!(o.status.success(), "{}", show(&o));
+    let current = log_file(&env, &uuid, "chatty");
+    let rotated = current.with_file_name("log.1");
+    let cap = 8 << 20;
+    for f in [&current, &rotated] {
+        let len = std::fs::metadata(f).expect("stat log").len();
+        assert!(len <= cap, "{} is {len} bytes", f.display());
+    }
+    let mut kept = records(&rotated);
+    kept.extend(records(&current));
+    let numbers: Vec<u64> = kept
+        .iter()
+        .map(|r| r.2.parse().expect("a number"))
+        .collect();
+    assert_eq!(numbers.last(), Some(&1_000_000), "the end is kept");
+    // A file is rotated when the next batch (one read of at most 64 KiB) would not fit.
+    let rotated_len = std::fs::metadata(&rotated).expect("stat log.1").len();
+    assert!(
+        rotated_len > cap - (128 << 10),
+        "log.1 is full: {rotated_len}"
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap in what is kept"
+    );
+}
