@@ -182,9 +182,6 @@ fn exec_inner(
         .ctx("opening", "/dev/null")?;
         nix::unistd::dup2_stdin(&null).ctx("redirecting stdin", "/dev/null")?;
     }
-    // Last, so that errors in the app's setup still reach rkt's stderr.
-    redirect(out)?;
-
     let mut env: Vec<(String, String)> = app
         .app
         .environment
@@ -214,7 +211,17 @@ fn exec_inner(
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect::<Result<Vec<_>>>()?;
-    let e = nix::unistd::execve(&cstring(&exe)?, &argv, &envp).unwrap_err();
+    let exe_c = cstring(&exe)?;
+    // Last, so that errors in the app's setup still reach rkt's stderr; a copy of that stderr
+    // (closed by a successful exec) takes the error of a failed one there too.
+    // SAFETY: fcntl on the standard error descriptor.
+    let saved = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+    redirect(out)?;
+    let e = nix::unistd::execve(&exe_c, &argv, &envp).unwrap_err();
+    if saved >= 0 {
+        // SAFETY: `saved` is the descriptor duplicated above.
+        unsafe { libc::dup2(saved, 2) };
+    }
     Err(Error::Stage1(format!("executing {exe}: {e}")))
 }
 

@@ -367,6 +367,15 @@ async fn get_logs_tails_filters_and_explains_errors() {
     assert!(e.message().contains("--stdout=log"), "{}", e.message());
     let e = client.get_logs(of("nope", "")).await.expect_err("no pod");
     assert_eq!(e.code(), Code::NotFound);
+    let e = client
+        .get_logs(GetLogsRequest {
+            since_time: -1,
+            ..req(0, 0, 0)
+        })
+        .await
+        .expect_err("negative time");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("since_time"), "{}", e.message());
 }
 
 #[tokio::test]
@@ -486,14 +495,34 @@ fn a_chatty_app_keeps_a_bounded_contiguous_tail() {
         .map(|r| r.2.parse().expect("a number"))
         .collect();
     assert_eq!(numbers.last(), Some(&1_000_000), "the end is kept");
-    // A file is rotated when the next batch (one read of at most 64 KiB) would not fit.
+    // A file is rotated when the next batch would not fit: the records of one read of at most
+    // 64 KiB, here about 64 KiB / 7 bytes a line * 34 bytes a record, some 320 KiB.
     let rotated_len = std::fs::metadata(&rotated).expect("stat log.1").len();
     assert!(
-        rotated_len > cap - (128 << 10),
-        "log.1 is full: {rotated_len}"
+        rotated_len > cap * 3 / 4,
+        "log.1 is nearly full: {rotated_len}"
     );
     assert!(
         numbers.windows(2).all(|w| w[1] == w[0] + 1),
         "no gap in what is kept"
     );
+}
+
+#[test]
+fn setup_and_exec_errors_still_reach_rkts_stderr() {
+    let env = Env::new();
+    for exec in ["/etc/passwd", "/no/such/program"] {
+        let o = env.rkt(&[
+            "run",
+            "--net=none",
+            &env.image(),
+            "--name=broken",
+            "--stdout=log",
+            "--stderr=null",
+            &format!("--exec={exec}"),
+        ]);
+        assert_eq!(o.status.code(), Some(127), "{exec}: {}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(exec), "{exec}: {}", show(&o));
+    }
 }
