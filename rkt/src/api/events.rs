@@ -25,24 +25,38 @@ struct Snapshot {
     images: BTreeMap<String, String>,
 }
 
-fn snapshot(dir: &std::path::Path) -> crate::Result<Snapshot> {
+/// The stores as they are now. A pod whose manifest cannot be read at this moment (gc is
+/// renaming it between state directories) is left out and named in the second value: the
+/// caller keeps what it saw of it before, so that a pod caught mid-rename is neither reported
+/// without its apps nor as collected.
+fn snapshot(dir: &std::path::Path) -> crate::Result<(Snapshot, Vec<String>)> {
     let mut s = Snapshot::default();
+    let mut unreadable = Vec::new();
     for p in Pods::open(dir)?.all()? {
-        let apps = p
-            .manifest()
-            .map(|m| {
-                m.apps
-                    .iter()
-                    .map(|a| (a.name.clone(), p.app_exit_code(&a.name)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let Ok(m) = p.manifest() else {
+            unreadable.push(p.uuid.clone());
+            continue;
+        };
+        let apps = m
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), p.app_exit_code(&a.name)))
+            .collect();
         s.pods.insert(p.uuid.clone(), (p.state, apps));
     }
     for i in Store::open(dir)?.images()? {
         s.images.insert(i.rkt_id(), i.name.clone());
     }
-    Ok(s)
+    Ok((s, unreadable))
+}
+
+/// Completes `next` with the earlier view of the pods it could not read.
+fn keep_unreadable(last: &Snapshot, next: &mut Snapshot, unreadable: Vec<String>) {
+    for uuid in unreadable {
+        if let Some(v) = last.pods.get(&uuid) {
+            next.pods.insert(uuid, v.clone());
+        }
+    }
 }
 
 fn event(kind: EventType, id: &str, from: &str, data: Vec<(&str, String)>) -> Event {
@@ -170,7 +184,7 @@ pub async fn spawn(
     every: Duration,
 ) -> Result<mpsc::Receiver<Result<ListenEventsResponse, Status>>, Status> {
     let d = dir.clone();
-    let mut last = tokio::task::spawn_blocking(move || snapshot(&d))
+    let (mut last, _) = tokio::task::spawn_blocking(move || snapshot(&d))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -184,7 +198,10 @@ pub async fn spawn(
             }
             let d = dir.clone();
             let next = match tokio::task::spawn_blocking(move || snapshot(&d)).await {
-                Ok(Ok(s)) => s,
+                Ok(Ok((mut s, unreadable))) => {
+                    keep_unreadable(&last, &mut s, unreadable);
+                    s
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "event snapshot failed");
                     continue;
@@ -249,5 +266,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(diff(&a, &b).iter().filter(|e| wanted(e, &f)).count(), 1);
+    }
+
+    #[test]
+    fn a_pod_caught_mid_rename_keeps_its_earlier_view() {
+        let mut last = Snapshot::default();
+        let running = (PodState::Running, vec![("web".to_string(), None)]);
+        last.pods.insert("p1".into(), running.clone());
+        // p1 is being renamed by gc, p2 appeared and is being renamed too.
+        let mut next = Snapshot::default();
+        keep_unreadable(&last, &mut next, vec!["p1".into(), "p2".into()]);
+        assert_eq!(next.pods.get("p1"), Some(&running));
+        assert!(!next.pods.contains_key("p2"));
+        assert!(
+            diff(&last, &next).is_empty(),
+            "no event from a half-seen pod"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 mod convert;
 mod events;
+mod logs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ use crate::pod::Pods;
 pub const DEFAULT_LISTEN: &str = "localhost:15441";
 /// How often `ListenEvents` looks at the stores.
 const EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often `GetLogs` with `follow` looks for new lines.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the service reads.
 #[derive(Clone, Debug)]
@@ -174,11 +177,12 @@ impl PublicApi for Service {
 
     async fn get_logs(
         &self,
-        _: Request<GetLogsRequest>,
+        req: Request<GetLogsRequest>,
     ) -> Result<Response<Self::GetLogsStream>, Status> {
-        Err(Status::unimplemented(
-            "rkt keeps no logs: apps write to the stdout and stderr of `rkt run` (the journal when it runs as a systemd service)",
-        ))
+        let rx = logs::spawn(self.settings.dir.clone(), req.into_inner(), LOG_POLL).await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

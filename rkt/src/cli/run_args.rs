@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::pod::manifest::{Mount, Volume};
+use crate::pod::manifest::{Mount, Output, Volume};
 use crate::pod::prepare::{AppOptions, PodOptions};
 
 /// Everything `rkt run` was told.
@@ -46,6 +46,9 @@ const APP_VALUE_FLAGS: &[&str] = &[
     "cpu",
     "pids-limit",
     "mount",
+    "stdin",
+    "stdout",
+    "stderr",
 ];
 const APP_BOOL_FLAGS: &[&str] = &["readonly-rootfs"];
 const UNSUPPORTED: &[&str] = &[
@@ -291,6 +294,21 @@ pub fn parse(args: &[String]) -> Result<RunArgs> {
                         })?)
                 }
                 "mount" => app.mounts.push(parse_mount(&value)?),
+                "stdin" => match value.as_str() {
+                    "null" => {}
+                    "tty" | "stream" | "log" => {
+                        return Err(Error::NotImplemented(format!(
+                            "--stdin={value} is not supported: only null (--interactive passes rkt's stdin to a single app)"
+                        )));
+                    }
+                    o => {
+                        return Err(Error::Usage(format!(
+                            "--stdin: expected null, tty, stream or log, got {o:?}"
+                        )));
+                    }
+                },
+                "stdout" => app.stdout = Output::parse(name, &value)?,
+                "stderr" => app.stderr = Output::parse(name, &value)?,
                 "readonly-rootfs" => app.readonly_rootfs = bool_value,
                 _ => return Err(Error::Usage(format!("unknown flag --{name}"))),
             }
@@ -387,5 +405,39 @@ mod tests {
         let m = parse_mount("volume=data,target=/data").unwrap();
         assert_eq!((m.volume.as_str(), m.path.as_str()), ("data", "/data"));
         assert!(parse_mount("volume=data,target=rel").is_err());
+    }
+
+    #[test]
+    fn output_modes_are_per_app() {
+        let r = parse(&v(&[
+            "img1",
+            "--stdout=log",
+            "--stderr",
+            "null",
+            "---",
+            "img2",
+            "--stdin=null",
+            "--stderr=log",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (r.pod.apps[0].stdout, r.pod.apps[0].stderr),
+            (Output::Log, Output::Null)
+        );
+        assert_eq!(
+            (r.pod.apps[1].stdout, r.pod.apps[1].stderr),
+            (Output::Inherit, Output::Log)
+        );
+        for bad in ["--stdout=tty", "--stderr=stream", "--stdin=tty"] {
+            assert!(
+                matches!(parse(&v(&["img", bad])), Err(Error::NotImplemented(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse(&v(&["img", "--stdout=file"])),
+            Err(Error::Usage(_))
+        ));
+        assert!(parse(&v(&["--stdout=log", "img"])).is_err());
     }
 }

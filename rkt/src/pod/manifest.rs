@@ -55,6 +55,45 @@ pub struct App {
     pub resources: Resources,
     #[serde(default)]
     pub interactive: bool,
+    /// Where the app's stdout goes (`--stdout`).
+    #[serde(default, skip_serializing_if = "Output::is_inherit")]
+    pub stdout: Output,
+    /// Where the app's stderr goes (`--stderr`).
+    #[serde(default, skip_serializing_if = "Output::is_inherit")]
+    pub stderr: Output,
+}
+
+/// Where an app's stdout or stderr goes.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// The stream of `rkt run` itself (the journal when rkt runs as a systemd service).
+    #[default]
+    Inherit,
+    /// Discarded (`/dev/null`).
+    Null,
+    /// Recorded by stage1 in the app's log file (see `stage1::logs`).
+    Log,
+}
+
+impl Output {
+    pub fn is_inherit(&self) -> bool {
+        *self == Output::Inherit
+    }
+
+    /// Parses a `--stdout`/`--stderr` value; the attach modes are refused.
+    pub fn parse(flag: &str, v: &str) -> crate::Result<Self> {
+        match v {
+            "null" => Ok(Output::Null),
+            "log" => Ok(Output::Log),
+            "tty" | "stream" => Err(crate::Error::NotImplemented(format!(
+                "--{flag}={v}: attaching to an app is not supported; use log or null (or leave it out to pass the stream through)"
+            ))),
+            o => Err(crate::Error::Usage(format!(
+                "--{flag}: expected null, tty, stream or log, got {o:?}"
+            ))),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

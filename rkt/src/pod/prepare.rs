@@ -32,6 +32,8 @@ pub struct AppOptions {
     pub caps_remove: Vec<String>,
     pub resources: Resources,
     pub mounts: Vec<manifest::Mount>,
+    pub stdout: manifest::Output,
+    pub stderr: manifest::Output,
 }
 
 /// A pod as given on the command line.
@@ -220,6 +222,8 @@ fn build_app(
             capabilities,
             resources: opts.resources.clone(),
             interactive: pod.interactive,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
         },
         mounts: opts.mounts.clone(),
     })

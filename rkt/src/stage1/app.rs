@@ -90,15 +90,27 @@ fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::Stage1(format!("nul byte in {s:?}")))
 }
 
-/// Runs in the forked app process; only returns on error.
+/// Where one of the app's output streams goes, as init set it up.
+#[derive(Clone, Copy, Debug)]
+pub enum Redirect {
+    /// Keep the stream init has (rkt run's).
+    Inherit,
+    /// The app's `/dev/null`.
+    Null,
+    /// The write end of init's log pipe.
+    Pipe(std::os::fd::RawFd),
+}
+
+/// Runs in the forked app process; only returns on error. `out` is [stdout, stderr].
 pub fn exec(
     sys: &dyn Sys,
     rootfs: &Path,
     app: &RuntimeApp,
     cgroup: Option<&PodCgroup>,
     pid_file: &Path,
+    out: [Redirect; 2],
 ) -> Error {
-    match exec_inner(sys, rootfs, app, cgroup, pid_file) {
+    match exec_inner(sys, rootfs, app, cgroup, pid_file, out) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -112,6 +124,7 @@ fn exec_inner(
     app: &RuntimeApp,
     cgroup: Option<&PodCgroup>,
     pid_file: &Path,
+    out: [Redirect; 2],
 ) -> Result<Never> {
     if let Some(cg) = cgroup {
         cg.join(&format!("app-{}", app.name))?;
@@ -169,7 +182,6 @@ fn exec_inner(
         .ctx("opening", "/dev/null")?;
         nix::unistd::dup2_stdin(&null).ctx("redirecting stdin", "/dev/null")?;
     }
-
     let mut env: Vec<(String, String)> = app
         .app
         .environment
@@ -199,8 +211,46 @@ fn exec_inner(
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect::<Result<Vec<_>>>()?;
-    let e = nix::unistd::execve(&cstring(&exe)?, &argv, &envp).unwrap_err();
+    let exe_c = cstring(&exe)?;
+    // Last, so that errors in the app's setup still reach rkt's stderr; a copy of that stderr
+    // (closed by a successful exec) takes the error of a failed one there too.
+    // SAFETY: fcntl on the standard error descriptor.
+    let saved = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+    redirect(out)?;
+    let e = nix::unistd::execve(&exe_c, &argv, &envp).unwrap_err();
+    if saved >= 0 {
+        // SAFETY: `saved` is the descriptor duplicated above.
+        unsafe { libc::dup2(saved, 2) };
+    }
     Err(Error::Stage1(format!("executing {exe}: {e}")))
+}
+
+fn redirect(out: [Redirect; 2]) -> Result<()> {
+    for (target, r) in [(1, out[0]), (2, out[1])] {
+        let what = if target == 1 { "stdout" } else { "stderr" };
+        let fd = match r {
+            Redirect::Inherit => continue,
+            Redirect::Pipe(fd) => fd,
+            Redirect::Null => {
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .ctx("opening", "/dev/null")?;
+                // Close-on-exec: only the duplicate on the standard stream reaches the app.
+                std::os::fd::IntoRawFd::into_raw_fd(null)
+            }
+        };
+        // SAFETY: dup2 onto a standard stream; `fd` is open (init's pipe or the one just opened).
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(Error::Stage1(format!(
+                "redirecting {what}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::cgroup::{PodCgroup, fork_into};
 use super::sys::Sys;
-use super::{app, rootfs};
+use super::{app, logs, rootfs};
 use crate::error::{Error, Result};
-use crate::pod::manifest::PodManifest;
+use crate::pod::manifest::{Output, PodManifest};
 use crate::timefmt::now_ns;
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -152,10 +152,47 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
 
     let set = block_wait_set()?;
     let mut running: HashMap<Pid, String> = HashMap::new();
+    // Apps that log get pipes here; the logger thread starts once every app is forked (forking a
+    // threaded process is not safe), and nothing of this is done for pods that do not log.
+    let mut sinks = Vec::new();
+    let mut sources = Vec::new();
     for (a, root) in plan.manifest.apps.iter().zip(&roots) {
         let dir = plan.pod_dir.join("apps").join(&a.name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Stage1(format!("creating {}: {e}", dir.display())))?;
+        let mut out = [app::Redirect::Inherit; 2];
+        let mut write_ends = Vec::new();
+        for (i, (mode, stream)) in [
+            (a.app.stdout, logs::Stream::Stdout),
+            (a.app.stderr, logs::Stream::Stderr),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i] = match mode {
+                Output::Inherit => app::Redirect::Inherit,
+                Output::Null => app::Redirect::Null,
+                Output::Log => {
+                    if write_ends.is_empty() {
+                        let log = logs::LogFile::open(
+                            logs::log_path(plan.pod_dir, &a.name),
+                            logs::rotated_path(plan.pod_dir, &a.name),
+                            logs::LOG_CAP,
+                        )
+                        .map_err(|e| {
+                            Error::Stage1(format!("opening the log of app {}: {e}", a.name))
+                        })?;
+                        sinks.push(log);
+                    }
+                    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| Error::Stage1(format!("log pipe for {}: {e}", a.name)))?;
+                    sources.push(logs::Source::new(r, stream, sinks.len() - 1));
+                    let raw = std::os::fd::AsRawFd::as_raw_fd(&w);
+                    write_ends.push(w);
+                    app::Redirect::Pipe(raw)
+                }
+            };
+        }
         let into = plan
             .cgroup
             .and_then(|cg| cg.v2_leaf(&format!("app-{}", a.name)));
@@ -170,7 +207,7 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
                     let _ = unsafe { sigaction(sig, &dfl) };
                 }
                 let _ = SigSet::empty().thread_set_mask();
-                let e = app::exec(sys, root, a, plan.cgroup, &dir.join("pid"));
+                let e = app::exec(sys, root, a, plan.cgroup, &dir.join("pid"), out);
                 eprintln!("rkt: app {}: {e}", a.name);
                 let code = if matches!(e, Error::Stage1(ref m) if m.starts_with("executing") || m.contains("not found in PATH"))
                 {
@@ -183,11 +220,24 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
             }
             Ok(ForkResult::Parent { child }) => {
                 running.insert(child, a.name.clone());
+                // Only the app holds its write ends now: the logger sees EOF when it is gone.
+                drop(write_ends);
             }
             Err(e) => return Err(Error::Stage1(format!("forking app {}: {e}", a.name))),
         }
     }
 
+    let logger = if sources.is_empty() {
+        None
+    } else {
+        // Spawned with the wait signals blocked, so they all still reach `set.wait()`.
+        Some(
+            std::thread::Builder::new()
+                .name("logger".into())
+                .spawn(move || logs::run(sinks, sources))
+                .map_err(|e| Error::Stage1(format!("starting the logger: {e}")))?,
+        )
+    };
     let mut terminating = false;
     let stop = |terminating: &mut bool| {
         if !*terminating {
@@ -221,6 +271,12 @@ fn run_inner(plan: &InitPlan<'_>) -> Result<()> {
     }
     // Orphans the apps left behind die with the pod.
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    // Their pipes close as they die: the logger has then written everything and returns.
+    if let Some(t) = logger
+        && t.join().is_err()
+    {
+        return Err(Error::Stage1("the logger thread panicked".into()));
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod enter;
 pub mod init;
+pub mod logs;
 pub mod net;
 pub mod rootfs;
 pub mod sys;

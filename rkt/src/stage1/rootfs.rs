@@ -400,6 +400,8 @@ mod tests {
                 capabilities: vec![],
                 resources: Resources::default(),
                 interactive: false,
+                stdout: Default::default(),
+                stderr: Default::default(),
             },
             mounts: vec![Mount {
                 volume: "v".into(),

@@ -13,7 +13,7 @@ use proto::v1alpha::{
 
 use crate::common::Env;
 
-struct ApiService(Child);
+pub(crate) struct ApiService(Child);
 
 impl Drop for ApiService {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for ApiService {
 }
 
 /// Starts the service on an ephemeral port; returns it and its address.
-fn start(env: &Env) -> (ApiService, String) {
+pub(crate) fn start(env: &Env) -> (ApiService, String) {
     let mut child = env
         .cmd(&["api-service", "--listen=127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -163,10 +163,11 @@ async fn api_service_answers_and_streams_events() {
         missing.expect_err("no such pod").code(),
         proto::tonic::Code::NotFound
     );
+    // GetLogs itself is tested in `logs`: here, that it wants a pod.
     let logs = client.get_logs(GetLogsRequest::default()).await;
     assert_eq!(
         logs.err().map(|e| e.code()),
-        Some(proto::tonic::Code::Unimplemented)
+        Some(proto::tonic::Code::InvalidArgument)
     );
 
     // Events: subscribe, then run a pod and collect it.

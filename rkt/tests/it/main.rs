@@ -7,5 +7,6 @@ mod hostile;
 mod images;
 mod interop;
 mod lifecycle;
+mod logs;
 mod net;
 mod pods;
