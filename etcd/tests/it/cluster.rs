@@ -1138,3 +1138,98 @@ fn three_members_form_through_a_discovery_token_and_a_fourth_is_turned_away() {
     c.wait_healthy(0);
     c.assert_alive(&[0, 1, 2]);
 }
+
+/// Debian's etcdctl (v3 API) against our cluster.
+fn etcdctl_v3(c: &Cluster, via: usize, args: &[&str]) -> (bool, String, String) {
+    let endpoints = c.endpoints(&[via]);
+    let mut all = vec![
+        "ETCDCTL_API=3",
+        "/usr/bin/etcdctl",
+        "--endpoints",
+        &endpoints,
+    ];
+    all.extend_from_slice(args);
+    c.exec("/usr/bin/env", &all)
+}
+
+#[test]
+fn debians_v3_etcdctl_lists_adds_promotes_and_removes_members() {
+    let mut c = Cluster::hosts(4);
+    let initial = c.initial_cluster(0..3);
+    for i in 0..3 {
+        c.start(i, &initial, "new");
+    }
+    for i in 0..3 {
+        c.wait_healthy(i);
+    }
+
+    let (ok, out, err) = etcdctl_v3(&c, 1, &["member", "list", "-w", "json"]);
+    assert!(ok, "member list: {err}");
+    let list: Value = serde_json::from_str(&out).expect("member list json");
+    assert_ne!(list["header"]["cluster_id"].as_u64(), Some(0), "{out}");
+    let mut names: Vec<&str> = list["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["m1", "m2", "m3"], "{out}");
+
+    // Add: etcdctl prints the settings to start the new member with; it joins and shows in the list.
+    let peer = c.members[3].peer_url();
+    let (ok, out, err) = etcdctl_v3(&c, 0, &["member", "add", "m4", "--peer-urls", &peer]);
+    assert!(ok, "member add: {err}");
+    assert!(out.starts_with("Member "), "{out}");
+    assert!(out.contains(" added to cluster "), "{out}");
+    assert!(out.contains("ETCD_NAME=\"m4\""), "{out}");
+    assert!(
+        out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{out}"
+    );
+    let joined = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("ETCD_INITIAL_CLUSTER line")
+        .to_string();
+    assert!(joined.contains(&format!("m4={peer}")), "{joined}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .expect("member id")
+        .to_string();
+    c.start(3, &joined, "existing");
+    c.wait_healthy(3);
+    poll_until(
+        "m4 listed by name",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let (ok, out, _) = etcdctl_v3(&c, 2, &["member", "list"]);
+            (ok && out.contains(", m4, ")).then_some(())
+        },
+    )
+    .expect("m4 named");
+
+    // A voter cannot be promoted; an unknown member cannot be removed.
+    let voter = member_id(&c, 0, "m1");
+    let (ok, _, err) = etcdctl_v3(&c, 0, &["member", "promote", &voter]);
+    assert!(!ok);
+    assert!(err.contains("can only promote a learner member"), "{err}");
+    let (ok, _, err) = etcdctl_v3(&c, 0, &["member", "remove", "abcdef0123456789"]);
+    assert!(!ok);
+    assert!(err.contains("etcdserver: member not found"), "{err}");
+
+    // Remove the new member again.
+    let (ok, out, err) = etcdctl_v3(&c, 1, &["member", "remove", &id]);
+    assert!(ok, "member remove: {err}");
+    assert!(
+        out.starts_with(&format!("Member {id} removed from cluster ")),
+        "{out}"
+    );
+    let (ok, out, err) = etcdctl_v3(&c, 2, &["member", "list"]);
+    assert!(ok, "member list: {err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    c.assert_alive(&[0, 1, 2]);
+}
