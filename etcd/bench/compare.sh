@@ -23,7 +23,9 @@ start() {
             --initial-cluster "n1=http://127.0.0.1:$PP" >/dev/null 2>&1 &
     else
         "$1" --name n1 --data-dir "$d/d" \
-            --listen-client-urls "http://127.0.0.1:$P" --advertise-client-urls "http://127.0.0.1:$P" >/dev/null 2>&1 &
+            --listen-client-urls "http://127.0.0.1:$P" --advertise-client-urls "http://127.0.0.1:$P" \
+            --listen-peer-urls "http://127.0.0.1:$PP" --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
+            --initial-cluster "n1=http://127.0.0.1:$PP" >/dev/null 2>&1 &
     fi
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$P/health" >/dev/null && return; sleep 0.1; done
