@@ -1,6 +1,7 @@
 //! `GetLogs`: an app's log as stage1 recorded it (`--stdout=log` / `--stderr=log`, see
-//! `stage1::logs`), filtered by time and tailed, then, with `follow`, the lines written after,
-//! polled until the pod is over or the client goes away.
+//! `stage1::logs`), or without `app_name` the logs of every app that keeps one, merged by time;
+//! filtered by time and tailed, then, with `follow`, the lines written after, polled until the pod
+//! is over or the client goes away.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +21,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 #[derive(Clone, Debug)]
 struct Query {
     uuid: String,
-    app: String,
+    /// The apps whose logs are read; lines carry the app's name when there are several.
+    apps: Vec<String>,
     lines: usize,
     follow: bool,
     since_ns: Option<i64>,
@@ -43,6 +45,32 @@ pub fn format(r: &Record) -> String {
     )
 }
 
+impl Query {
+    /// The kept records of each app (in app order), merged by time, formatted.
+    fn lines(&self, per_app: Vec<Vec<Record>>) -> Vec<String> {
+        let named = self.apps.len() > 1;
+        let mut all: Vec<(i64, String)> = Vec::new();
+        for (app, records) in self.apps.iter().zip(per_app) {
+            for r in records.iter().filter(|r| self.keeps(r)) {
+                let line = if named {
+                    format!(
+                        "{} {app} {} {}",
+                        crate::timefmt::rfc3339(r.time_ns),
+                        r.stream.as_str(),
+                        r.text
+                    )
+                } else {
+                    format(r)
+                };
+                all.push((r.time_ns, line));
+            }
+        }
+        // Stable: lines of one app at the same time keep their order.
+        all.sort_by_key(|(t, _)| *t);
+        all.into_iter().map(|(_, l)| l).collect()
+    }
+}
+
 fn secs_to_ns(field: &str, s: i64) -> Result<Option<i64>, Status> {
     match s {
         0 => Ok(None),
@@ -53,8 +81,9 @@ fn secs_to_ns(field: &str, s: i64) -> Result<Option<i64>, Status> {
     }
 }
 
-/// Finds the pod and the app whose logs are asked for; checks that the app logs.
-fn resolve(dir: &Path, req: &GetLogsRequest) -> Result<(Pod, String), Status> {
+/// Finds the pod and the apps whose logs are asked for: the named one, which must keep a log, or
+/// every app that keeps one.
+fn resolve(dir: &Path, req: &GetLogsRequest) -> Result<(Pod, Vec<String>), Status> {
     if req.pod_id.trim().is_empty() {
         return Err(Status::invalid_argument("pod_id is required"));
     }
@@ -62,32 +91,35 @@ fn resolve(dir: &Path, req: &GetLogsRequest) -> Result<(Pod, String), Status> {
         .and_then(|p| p.find(&req.pod_id))
         .map_err(super::status)?;
     let manifest = pod.manifest().map_err(super::status)?;
-    let app = if req.app_name.is_empty() {
-        match manifest.apps.as_slice() {
-            [one] => one,
-            apps => {
-                let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-                return Err(Status::invalid_argument(format!(
-                    "pod {} has {} apps ({}): app_name is required",
-                    pod.uuid,
-                    apps.len(),
-                    names.join(", ")
-                )));
-            }
-        }
-    } else {
-        manifest.app(&req.app_name).ok_or_else(|| {
-            Status::not_found(format!("pod {} has no app {:?}", pod.uuid, req.app_name))
-        })?
+    let logs = |a: &crate::pod::manifest::RuntimeApp| {
+        a.app.stdout == Output::Log || a.app.stderr == Output::Log
     };
-    if app.app.stdout != Output::Log && app.app.stderr != Output::Log {
+    if req.app_name.is_empty() {
+        let apps: Vec<String> = manifest
+            .apps
+            .iter()
+            .filter(|a| logs(a))
+            .map(|a| a.name.clone())
+            .collect();
+        if apps.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "no app of pod {} keeps logs: none was started with --stdout=log or --stderr=log",
+                pod.uuid
+            )));
+        }
+        return Ok((pod, apps));
+    }
+    let app = manifest.app(&req.app_name).ok_or_else(|| {
+        Status::not_found(format!("pod {} has no app {:?}", pod.uuid, req.app_name))
+    })?;
+    if !logs(app) {
         return Err(Status::failed_precondition(format!(
             "app {} of pod {} keeps no logs: it was not started with --stdout=log or --stderr=log",
             app.name, pod.uuid
         )));
     }
     let name = app.name.clone();
-    Ok((pod, name))
+    Ok((pod, vec![name]))
 }
 
 /// Sends `lines` in responses of at most [`CHUNK_BYTES`]; false once the client is gone.
@@ -126,25 +158,31 @@ pub async fn spawn(
 ) -> Result<mpsc::Receiver<Result<GetLogsResponse, Status>>, Status> {
     let q = Query {
         uuid: String::new(),
-        app: String::new(),
+        apps: Vec::new(),
         lines: usize::try_from(req.lines.max(0)).unwrap_or(usize::MAX),
         follow: req.follow,
         since_ns: secs_to_ns("since_time", req.since_time)?,
         until_ns: secs_to_ns("until_time", req.until_time)?,
     };
     let d = dir.clone();
-    let (pod, app) = tokio::task::spawn_blocking(move || resolve(&d, &req))
+    let (pod, apps) = tokio::task::spawn_blocking(move || resolve(&d, &req))
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
     let q = Query {
         uuid: pod.uuid.clone(),
-        app,
+        apps,
         ..q
     };
-    let what = logs::log_path(&pod.dir, &q.app).display().to_string();
-    let (pod_dir, name) = (pod.dir.clone(), q.app.clone());
-    let (records, cursor) = blocking(move || logs::read_all(&pod_dir, &name), what).await?;
-    let mut lines: Vec<String> = records.iter().filter(|r| q.keeps(r)).map(format).collect();
+    let mut per_app = Vec::new();
+    let mut cursors = Vec::new();
+    for app in &q.apps {
+        let what = logs::log_path(&pod.dir, app).display().to_string();
+        let (pod_dir, name) = (pod.dir.clone(), app.clone());
+        let (records, cursor) = blocking(move || logs::read_all(&pod_dir, &name), what).await?;
+        per_app.push(records);
+        cursors.push(cursor);
+    }
+    let mut lines = q.lines(per_app);
     if q.lines > 0 && lines.len() > q.lines {
         lines.drain(..lines.len() - q.lines);
     }
@@ -153,7 +191,7 @@ pub async fn spawn(
         if !send(&tx, lines).await || !q.follow {
             return;
         }
-        follow(dir, q, cursor, tx, every).await;
+        follow(dir, q, cursors, tx, every).await;
     });
     Ok(rx)
 }
@@ -163,7 +201,7 @@ pub async fn spawn(
 async fn follow(
     dir: PathBuf,
     q: Query,
-    mut cursor: Cursor,
+    mut cursors: Vec<Cursor>,
     tx: mpsc::Sender<Result<GetLogsResponse, Status>>,
     every: Duration,
 ) {
@@ -191,24 +229,27 @@ async fn follow(
             }
         };
         let Some(pod) = now else { return };
-        let (pod_dir, name, mut c) = (pod.dir.clone(), q.app.clone(), cursor.clone());
-        let what = logs::log_path(&pod.dir, &q.app).display().to_string();
-        let got = blocking(
-            move || logs::read_new(&pod_dir, &name, &mut c).map(|r| (r, c)),
-            what,
-        )
-        .await;
-        let records = match got {
-            Ok((r, c)) => {
-                cursor = c;
-                r
+        let mut per_app = Vec::new();
+        for (app, cursor) in q.apps.iter().zip(cursors.iter_mut()) {
+            let (pod_dir, name, mut c) = (pod.dir.clone(), app.clone(), cursor.clone());
+            let what = logs::log_path(&pod.dir, app).display().to_string();
+            let got = blocking(
+                move || logs::read_new(&pod_dir, &name, &mut c).map(|r| (r, c)),
+                what,
+            )
+            .await;
+            match got {
+                Ok((r, c)) => {
+                    *cursor = c;
+                    per_app.push(r);
+                }
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
             }
-            Err(s) => {
-                let _ = tx.send(Err(s)).await;
-                return;
-            }
-        };
-        let lines: Vec<String> = records.iter().filter(|r| q.keeps(r)).map(format).collect();
+        }
+        let lines = q.lines(per_app);
         if !send(&tx, lines).await || pod.is_finished() {
             return;
         }
