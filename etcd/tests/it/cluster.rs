@@ -111,12 +111,18 @@ impl Cluster {
 
     /// A static cluster of `n`, started in reverse order (any order works), healthy on every member.
     fn start_static(n: usize) -> Cluster {
+        Cluster::start_first(n, n)
+    }
+
+    /// `n` hosts, the first `k` of them a new static cluster (started in reverse order), healthy; the others
+    /// are left for `member add`.
+    fn start_first(n: usize, k: usize) -> Cluster {
         let mut c = Cluster::hosts(n);
-        let initial = c.initial_cluster(0..n);
-        for i in (0..n).rev() {
+        let initial = c.initial_cluster(0..k);
+        for i in (0..k).rev() {
             c.start(i, &initial, "new");
         }
-        for i in 0..n {
+        for i in 0..k {
             c.wait_healthy(i);
         }
         c
@@ -718,14 +724,7 @@ fn member_id(c: &Cluster, via: usize, name: &str) -> String {
 
 #[test]
 fn a_cluster_grows_from_three_to_five_and_shrinks_back() {
-    let mut c = Cluster::hosts(5);
-    let initial = c.initial_cluster(0..3);
-    for i in 0..3 {
-        c.start(i, &initial, "new");
-    }
-    for i in 0..3 {
-        c.wait_healthy(i);
-    }
+    let mut c = Cluster::start_first(5, 3);
     let r = c.req(0, "PUT", "/v2/keys/before", Some("value=1"));
     assert_eq!(r.status, 201);
     add_member(&mut c, 3, 0);
@@ -808,14 +807,7 @@ fn a_cluster_grows_from_three_to_five_and_shrinks_back() {
 
 #[test]
 fn a_dead_member_is_replaced_and_quorum_losing_removals_are_refused() {
-    let mut c = Cluster::hosts(4);
-    let initial = c.initial_cluster(0..3);
-    for i in 0..3 {
-        c.start(i, &initial, "new");
-    }
-    for i in 0..3 {
-        c.wait_healthy(i);
-    }
+    let mut c = Cluster::start_first(4, 3);
     let leader = c.agreed_leader(&[0, 1, 2]);
     let dead = (leader + 1) % 3;
     let healthy = (leader + 2) % 3;
@@ -1154,14 +1146,7 @@ fn etcdctl_v3(c: &Cluster, via: usize, args: &[&str]) -> (bool, String, String) 
 
 #[test]
 fn debians_v3_etcdctl_lists_adds_promotes_and_removes_members() {
-    let mut c = Cluster::hosts(4);
-    let initial = c.initial_cluster(0..3);
-    for i in 0..3 {
-        c.start(i, &initial, "new");
-    }
-    for i in 0..3 {
-        c.wait_healthy(i);
-    }
+    let mut c = Cluster::start_first(4, 3);
 
     let (ok, out, err) = etcdctl_v3(&c, 1, &["member", "list", "-w", "json"]);
     assert!(ok, "member list: {err}");

@@ -289,18 +289,41 @@ fn cluster(server: Server, net: &Network, data: &Path) -> (Vec<Host>, Vec<Proces
     (hosts, members)
 }
 
-fn calls_fail_over_when_the_current_member_dies(server: Server) {
-    let net = Network::new().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let (hosts, mut members) = cluster(server, &net, data.path());
-    let endpoints: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("http://{}:2379", h.addr()))
-        .collect();
-    let observer = net.add_host("client").unwrap();
+/// Three members and a client host; dropped in field order: the processes first, the network last.
+struct ThreeMembers {
+    members: Vec<Process>,
+    endpoints: Vec<String>,
+    observer: Host,
+    _hosts: Vec<Host>,
+    _data: tempfile::TempDir,
+    _net: Network,
+}
 
-    let members = &mut members;
-    in_host(&observer, || async move {
+impl ThreeMembers {
+    fn start(server: Server) -> ThreeMembers {
+        let net = Network::new().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (hosts, members) = cluster(server, &net, data.path());
+        let endpoints = hosts
+            .iter()
+            .map(|h| format!("http://{}:2379", h.addr()))
+            .collect();
+        let observer = net.add_host("client").unwrap();
+        ThreeMembers {
+            members,
+            endpoints,
+            observer,
+            _hosts: hosts,
+            _data: data,
+            _net: net,
+        }
+    }
+}
+
+fn calls_fail_over_when_the_current_member_dies(server: Server) {
+    let mut c = ThreeMembers::start(server);
+    let (members, endpoints) = (&mut c.members, c.endpoints.clone());
+    in_host(&c.observer, || async move {
         let client = Client::connect(&endpoints).unwrap();
         client.put("/before", "1", 0).await.unwrap();
         assert_eq!(client.current_endpoint(), endpoints[0]);
@@ -406,17 +429,9 @@ async fn leader_of(endpoints: &[String]) -> usize {
 /// A watch that resumes from its last revision sees every acknowledged write exactly once, in order, while
 /// the leader is killed under it and writes go on.
 fn a_watch_resumes_across_a_leader_kill_without_losing_or_repeating_events(server: Server) {
-    let net = Network::new().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let (hosts, mut members) = cluster(server, &net, data.path());
-    let endpoints: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("http://{}:2379", h.addr()))
-        .collect();
-    let observer = net.add_host("client").unwrap();
-
-    let members = &mut members;
-    in_host(&observer, || async move {
+    let mut c = ThreeMembers::start(server);
+    let (members, endpoints) = (&mut c.members, c.endpoints.clone());
+    in_host(&c.observer, || async move {
         let leader = leader_of(&endpoints).await;
         // The watcher starts on the leader, so the kill breaks its stream.
         let mut ordered = endpoints.clone();
