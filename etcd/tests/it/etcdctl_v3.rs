@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{Proc, free_port};
+use crate::support::{Proc, free_port, watch_lines};
 
 const OURS: &str = env!("CARGO_BIN_EXE_etcdctl");
 const DEBIAN: &str = "/usr/bin/etcdctl";
@@ -287,43 +287,6 @@ fn v2_stays_the_default_without_etcdctl_api() {
         .expect("running our etcdctl");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("API version: 2"), "{text}");
-}
-
-/// Reads `bin watch ...` until its output holds `lines` lines, then kills it.
-fn watch_lines(bin: &str, endpoint: &str, args: &[&str], lines: usize) -> String {
-    use std::io::BufRead;
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .env("ETCDCTL_ENDPOINTS", endpoint)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut got = Vec::new();
-    while got.len() < lines {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => got.push(l),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    got.join("\n")
 }
 
 #[test]

@@ -198,3 +198,46 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `bin` (an etcdctl, v3 API) with `args` and reads its output until it holds `lines` lines (or 10 s
+/// passed), then kills it: for `watch`, which never ends by itself.
+pub fn watch_lines<S: AsRef<std::ffi::OsStr>>(
+    bin: &str,
+    endpoint: &str,
+    args: &[S],
+    lines: usize,
+) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .env("ETCDCTL_ENDPOINTS", endpoint)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < lines {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => got.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    got.join("\n")
+}

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::{Ours, Proc, free_port};
+use crate::support::{Ours, Proc, free_port, watch_lines};
 
 const DEBIAN: &str = "/usr/bin/etcdctl";
 
@@ -232,43 +232,6 @@ fn debian_etcdctl_prints_the_same_against_ours_and_against_etcd() {
     );
 }
 
-/// Reads `etcdctl watch ...` until it printed `lines` lines (or 10 s passed), then kills it.
-fn watch_lines(endpoint: &str, args: &[String], lines: usize) -> String {
-    use std::io::BufRead;
-    let mut child = Command::new(DEBIAN)
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .env("ETCDCTL_ENDPOINTS", endpoint)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running etcdctl: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut got = Vec::new();
-    while got.len() < lines {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => got.push(l),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    got.join("\n")
-}
-
 #[test]
 fn debian_etcdctl_watches_ours_as_it_watches_etcd() {
     let peer_port = free_port();
@@ -296,7 +259,7 @@ fn debian_etcdctl_watches_ours_as_it_watches_etcd() {
             ),
         ] {
             let args: Vec<String> = args.into_iter().map(String::from).collect();
-            let text = watch_lines(&s.endpoint, &args, lines);
+            let text = watch_lines(DEBIAN, &s.endpoint, &args, lines);
             assert_eq!(text.lines().count(), lines, "{args:?}: {text}");
             let mut text = normalise_numbers(&text, s.base);
             for (i, id) in s.ids.iter().enumerate() {
