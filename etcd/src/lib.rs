@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Settings;
-use storage::{Backend, SledBackend, StorageError};
+use storage::{Backend, DiskBackend, StorageError};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +255,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let dir = settings.data_dir.clone();
-    let backend = tokio::task::spawn_blocking(move || SledBackend::open(&dir))
+    let backend = tokio::task::spawn_blocking(move || DiskBackend::open(&dir))
         .await
         .map_err(|e| {
             // sled may panic on a damaged file instead of returning an error.

@@ -88,6 +88,12 @@ impl<B: Backend> RaftLogStorage<TypeConfig> for LogStore<B> {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged: Option<LogId<NodeId>> = self.meta("last_purged")?;
+        // The log does not record purges; entries up to the mark may still be there after a restart.
+        if let Some(p) = last_purged {
+            self.backend
+                .purge(p.index)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         let last = match self
             .backend
             .last()

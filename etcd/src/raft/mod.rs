@@ -1284,21 +1284,21 @@ mod tests {
     use super::log_store::LogStore;
     use super::state_machine::StateMachine;
     use super::{NodeId, TypeConfig};
-    use crate::storage::SledBackend;
+    use crate::storage::DiskBackend;
     use crate::store::{Kv, Store};
 
     struct Builder;
 
-    impl StoreBuilder<TypeConfig, LogStore<SledBackend>, StateMachine<SledBackend>, TempDir>
+    impl StoreBuilder<TypeConfig, LogStore<DiskBackend>, StateMachine<DiskBackend>, TempDir>
         for Builder
     {
         async fn build(
             &self,
-        ) -> Result<(TempDir, LogStore<SledBackend>, StateMachine<SledBackend>), StorageError<NodeId>>
+        ) -> Result<(TempDir, LogStore<DiskBackend>, StateMachine<DiskBackend>), StorageError<NodeId>>
         {
             let dir = TempDir::new().map_err(|e| openraft::StorageIOError::write(&e))?;
             let backend = Arc::new(
-                SledBackend::open(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?,
+                DiskBackend::open(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?,
             );
             let sm = StateMachine::open(Kv::new(Store::default()), backend.clone())
                 .map_err(|e| openraft::StorageIOError::write(&std::io::Error::other(e)))?;
