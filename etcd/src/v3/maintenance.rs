@@ -1,4 +1,4 @@
-//! The Maintenance service: Status, Alarm (none are raised), Defragment (nothing to do), HashKV.
+//! The Maintenance service: Status, Alarm (none are raised), Defragment (nothing to do), Hash and HashKV.
 
 use std::pin::Pin;
 
@@ -16,20 +16,25 @@ use crate::config::ETCD_VERSION;
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-/// CRC-32 (IEEE, as Go's `crc32.ChecksumIEEE`), bitwise: HashKV is rare.
-fn crc32(mut crc: u32, data: &[u8]) -> u32 {
-    crc = !crc;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
+/// A CRC-32 (IEEE, as etcd's) of every key and value as of `revision` (0: the current one), with the
+/// store's revision and compaction point.
+fn hash_at(v3: &V3, revision: i64) -> Result<(u32, u64, u64), Status> {
+    let r = v3.app.node.kv().with_store(|s| {
+        let range = proto::etcdserverpb::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision,
+            ..Default::default()
+        };
+        s.range(&range).map(|r| (r.kvs, s.index(), s.compacted()))
+    });
+    let (kvs, rev, compacted) = r.map_err(super::error::v3)?;
+    let mut h = crc32fast::Hasher::new();
+    for kv in kvs {
+        h.update(&kv.key);
+        h.update(&kv.value);
     }
-    !crc
+    Ok((h.finalize(), rev, compacted))
 }
 
 #[tonic::async_trait]
@@ -73,33 +78,24 @@ impl Maintenance for V3 {
         }))
     }
 
+    /// etcd hashes its whole backend file; ours hashes every key and value at the current revision, which
+    /// serves the same purpose (members with equal data answer equal hashes).
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented("hash is not supported; use HashKV"))
+        let (hash, rev, _) = hash_at(self, 0)?;
+        Ok(Response::new(HashResponse {
+            header: self.header(rev),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        let want = req.into_inner().revision;
-        let r = self.app.node.kv().with_store(|s| {
-            let range = proto::etcdserverpb::RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                revision: want,
-                ..Default::default()
-            };
-            s.range(&range).map(|r| (r.kvs, s.index(), s.compacted()))
-        });
-        let (kvs, rev, compacted) = r.map_err(super::error::v3)?;
-        let mut h = 0;
-        for kv in kvs {
-            h = crc32(h, &kv.key);
-            h = crc32(h, &kv.value);
-        }
+        let (hash, rev, compacted) = hash_at(self, req.into_inner().revision)?;
         Ok(Response::new(HashKvResponse {
             header: self.header(rev),
-            hash: h,
+            hash,
             compact_revision: compacted as i64,
         }))
     }

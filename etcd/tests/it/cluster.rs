@@ -1218,3 +1218,50 @@ fn debians_v3_etcdctl_lists_adds_promotes_and_removes_members() {
     assert_eq!(out.lines().count(), 3, "{out}");
     c.assert_alive(&[0, 1, 2]);
 }
+
+#[test]
+fn debians_v3_etcdctl_finds_equal_hashes_on_every_member() {
+    let mut c = Cluster::start_static(3);
+    // `endpoint hashkv` dials each endpoint as given: without a scheme (see COMPAT.md on `http://`).
+    let hash = |c: &Cluster, via: usize| -> Option<u64> {
+        let ep = c.members[via].client();
+        let (ok, out, _) = c.exec(
+            "/usr/bin/env",
+            &[
+                "ETCDCTL_API=3",
+                "/usr/bin/etcdctl",
+                "--endpoints",
+                &ep,
+                "endpoint",
+                "hashkv",
+                "-w",
+                "json",
+            ],
+        );
+        let v: Value = serde_json::from_str(&out).ok()?;
+        ok.then(|| v[0]["HashKV"]["hash"].as_u64())?
+    };
+    let agreed = |c: &Cluster, what: &str| -> u64 {
+        poll_until(
+            what,
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || {
+                let h: Vec<Option<u64>> = (0..3).map(|i| hash(c, i)).collect();
+                match h[0] {
+                    Some(first) if h.iter().all(|x| *x == Some(first)) => Some(first),
+                    _ => None,
+                }
+            },
+        )
+        .expect(what)
+    };
+    let (ok, _, err) = etcdctl_v3(&c, 0, &["put", "hashed", "one"]);
+    assert!(ok, "put: {err}");
+    let first = agreed(&c, "members agree on the hash");
+    let (ok, _, err) = etcdctl_v3(&c, 1, &["put", "hashed", "two"]);
+    assert!(ok, "put: {err}");
+    let second = agreed(&c, "members agree on the new hash");
+    assert_ne!(first, second, "a write changes the hash");
+    c.assert_alive(&[0, 1, 2]);
+}
