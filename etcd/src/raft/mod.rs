@@ -10,6 +10,7 @@ pub mod members;
 mod network;
 mod peer_server;
 mod state_machine;
+mod watchdog;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
@@ -213,6 +214,8 @@ pub(crate) struct Shared {
     /// Learners added with `learner: true`, which wait for an explicit promotion. Kept by the leader that
     /// added them only: after a leader change they are promoted once caught up, like other learners.
     stay_learners: std::sync::Mutex<BTreeSet<u64>>,
+    /// The last append-entries from a leader, for [`watchdog`].
+    last_heard: watchdog::LastHeard,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -947,6 +950,7 @@ impl RaftNode {
         let net = network::Network {
             stats: stats.clone(),
         };
+        let lease = Duration::from_millis(config.election_timeout_max);
         let raft = openraft::Raft::new(params.id, config, net, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -1003,6 +1007,7 @@ impl RaftNode {
                 stay_learners: std::sync::Mutex::new(BTreeSet::new()),
                 leader_reads: std::sync::OnceLock::new(),
                 remote_reads: std::sync::OnceLock::new(),
+                last_heard: watchdog::LastHeard::default(),
             }),
         };
         {
@@ -1029,6 +1034,11 @@ impl RaftNode {
         let (proposals, rx) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(batcher(router.clone(), rx));
         tokio::spawn(router.clone().promote_learners());
+        tokio::spawn(watchdog::run(
+            router.clone(),
+            Duration::from_millis(heartbeat),
+            lease,
+        ));
         Ok(RaftNode {
             raft,
             kv,

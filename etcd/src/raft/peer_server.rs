@@ -37,6 +37,11 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
 impl Peer for Service {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(req)?;
+        if req.vote.is_committed()
+            && let Some(leader) = req.vote.leader_id().voted_for()
+        {
+            self.router.shared.last_heard.heard(leader);
+        }
         self.router
             .shared
             .stats

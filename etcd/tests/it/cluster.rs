@@ -574,6 +574,18 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let new_leader = c.agreed_leader(&rest);
     assert_ne!(new_leader, leader);
+    // A follower saw the dead leader's peer port refuse connections and campaigned as soon as the lease
+    // allowed (raft/watchdog.rs), rather than waiting for its election timer on top.
+    assert!(
+        rest.iter().any(|&i| c
+            .logs(i)
+            .contains("peer port refuses connections: campaigning")),
+        "no follower campaigned early:\n{}",
+        rest.iter()
+            .map(|&i| c.logs(i))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The old leader rejoins from its data dir with the same flags.
     c.members[leader]
         .proc
