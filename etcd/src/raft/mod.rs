@@ -118,6 +118,61 @@ async fn batcher(raft: Router, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
     }
 }
 
+/// A proposal handed to the leader's merger, with where its outcome goes.
+type LeaderWrite = (
+    Proposal,
+    tokio::sync::oneshot::Sender<Result<(Reply, u64, u64), Refused>>,
+);
+
+/// On the leader: merges the batches of its own batcher and the batches forwarded by followers into one raft
+/// entry per round, so a round costs the leader one log flush however many members its writes came through.
+async fn merger(router: Router, mut rx: tokio::sync::mpsc::Receiver<LeaderWrite>) {
+    // The queue's sender lives in `Shared`, which this task holds too: the stop token ends it.
+    let stop = router.shared.stop.clone();
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut n = first.0.0.len();
+        let mut parts = vec![first];
+        while n < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => {
+                    n += p.0.0.len();
+                    parts.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut cmds = Vec::with_capacity(n);
+        let mut lens = Vec::with_capacity(parts.len());
+        let mut txs = Vec::with_capacity(parts.len());
+        for (p, tx) in parts {
+            lens.push(p.0.len());
+            cmds.extend(p.0);
+            txs.push(tx);
+        }
+        match router.raft_write(Proposal(cmds)).await {
+            Ok((reply, index, term)) => {
+                let mut outcomes = reply.0.into_iter();
+                for (len, tx) in lens.into_iter().zip(txs) {
+                    let part = Reply(outcomes.by_ref().take(len).collect());
+                    let _ = tx.send(Ok((part, index, term)));
+                }
+            }
+            Err(e) => {
+                for tx in txs {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// Raft timing and snapshot settings.
 #[derive(Debug, Clone)]
 pub struct RaftParams {
@@ -216,6 +271,8 @@ pub(crate) struct Shared {
     stay_learners: std::sync::Mutex<BTreeSet<u64>>,
     /// The last append-entries from a leader, for [`watchdog`].
     last_heard: watchdog::LastHeard,
+    /// The [`merger`]'s queue.
+    leader_writes: std::sync::OnceLock<tokio::sync::mpsc::Sender<LeaderWrite>>,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -456,8 +513,19 @@ impl Router {
         })
     }
 
-    /// Proposes on this member, which must lead.
+    /// Proposes on this member, which must lead, through the [`merger`].
     pub(crate) async fn local_write(&self, p: Proposal) -> Result<(Reply, u64, u64), Refused> {
+        let stopped = || Refused::Failed(internal("raft is stopped"));
+        let Some(queue) = self.shared.leader_writes.get() else {
+            return self.raft_write(p).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        queue.send((p, tx)).await.map_err(|_| stopped())?;
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Proposes one raft entry on this member, which must lead.
+    async fn raft_write(&self, p: Proposal) -> Result<(Reply, u64, u64), Refused> {
         match self.raft.client_write(p).await {
             Ok(resp) => Ok((resp.data, resp.log_id.index, resp.log_id.leader_id.term)),
             Err(e) => match e.forward_to_leader() {
@@ -1008,8 +1076,14 @@ impl RaftNode {
                 leader_reads: std::sync::OnceLock::new(),
                 remote_reads: std::sync::OnceLock::new(),
                 last_heard: watchdog::LastHeard::default(),
+                leader_writes: std::sync::OnceLock::new(),
             }),
         };
+        {
+            let (tx, rx) = tokio::sync::mpsc::channel(MAX_BATCH);
+            let _ = router.shared.leader_writes.set(tx);
+            tokio::spawn(merger(router.clone(), rx));
+        }
         {
             let r = router.clone();
             let _ = router.shared.leader_reads.set(ReadBatch::spawn(
