@@ -9,6 +9,7 @@ mod log_store;
 pub mod members;
 mod network;
 mod peer_server;
+mod removal;
 mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -213,6 +214,10 @@ pub(crate) struct Shared {
     /// Learners added with `learner: true`, which wait for an explicit promotion. Kept by the leader that
     /// added them only: after a leader change they are promoted once caught up, like other learners.
     stay_learners: std::sync::Mutex<BTreeSet<u64>>,
+    /// Fired once this member finds itself removed from the cluster (see [`removal`]).
+    removed: tokio_util::sync::CancellationToken,
+    /// Members this member saw removed, whose peer requests it refuses (etcd's 410 to removed peers).
+    gone: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -905,6 +910,15 @@ pub async fn discover_identity(
     }
 }
 
+/// Asks the member at `peer` (a peer URL) for the cluster id and its members, as a proxy does.
+pub async fn cluster_members(peer: &str, timeout: Duration) -> Result<(u64, Vec<Member>), String> {
+    PeerConn::new(peer)
+        .call::<_, ClusterInfo>(Rpc::ClusterInfo, &(), timeout)
+        .await
+        .map(|i| (i.cluster_id, i.members))
+        .map_err(|e| e.to_string())
+}
+
 impl RaftNode {
     /// Starts raft over `backend`. A fresh data dir of a new cluster is initialised with every member of
     /// `--initial-cluster` as a voter; every member does this with the identical configuration, which openraft
@@ -944,8 +958,10 @@ impl RaftNode {
             state_machine::StateMachine::open(kv.clone(), backend).map_err(StartError::Snapshot)?;
         let attrs = sm.attributes();
         let stats = Arc::new(PeerStats::default());
+        let removed = tokio_util::sync::CancellationToken::new();
         let net = network::Network {
             stats: stats.clone(),
+            removed: removed.clone(),
         };
         let raft = openraft::Raft::new(params.id, config, net, log, sm)
             .await
@@ -1001,6 +1017,8 @@ impl RaftNode {
                 conns: std::sync::Mutex::new(HashMap::new()),
                 stop: tokio_util::sync::CancellationToken::new(),
                 stay_learners: std::sync::Mutex::new(BTreeSet::new()),
+                removed,
+                gone: std::sync::Mutex::new(BTreeSet::new()),
                 leader_reads: std::sync::OnceLock::new(),
                 remote_reads: std::sync::OnceLock::new(),
             }),
@@ -1029,6 +1047,7 @@ impl RaftNode {
         let (proposals, rx) = tokio::sync::mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(batcher(router.clone(), rx));
         tokio::spawn(router.clone().promote_learners());
+        tokio::spawn(removal::watch(router.clone()));
         Ok(RaftNode {
             raft,
             kv,
@@ -1262,6 +1281,11 @@ impl RaftNode {
                 _ => return false,
             }
         }
+    }
+
+    /// Resolves once this member has been removed from the cluster (it must then stop, as etcd does).
+    pub async fn removed(&self) {
+        self.router.shared.removed.cancelled().await
     }
 
     /// Stops raft, then the peer listeners.

@@ -8,7 +8,7 @@ use proto::tonic::{self, Request, Response, Status};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::network::MAX_MESSAGE;
+use super::network::{MAX_MESSAGE, REMOVED};
 use super::{ClusterInfo, Proposal, Router, TypeConfig};
 
 /// The gRPC service for a member.
@@ -33,10 +33,24 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
         .map_err(|e| Status::internal(format!("encoding the reply: {e}")))
 }
 
+impl Service {
+    /// etcd answers a removed member's raft messages with 410 Gone, which makes it stop; this is that answer.
+    fn refuse_removed(&self, from: Option<u64>) -> Result<(), Status> {
+        match from {
+            Some(id) if self.router.was_removed(id) => {
+                tracing::warn!(peer = %format!("{id:x}"), "rejected the request from the peer since it was removed");
+                Err(Status::failed_precondition(REMOVED))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for Service {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(req)?;
+        self.refuse_removed(req.vote.leader_id().voted_for())?;
         self.router
             .shared
             .stats
@@ -47,6 +61,7 @@ impl Peer for Service {
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let req: openraft::raft::VoteRequest<u64> = decode(req)?;
+        self.refuse_removed(req.vote.leader_id().voted_for())?;
         encode(&self.router.raft.vote(req).await)
     }
 
