@@ -1063,13 +1063,15 @@ impl RaftNode {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
             let addr = l.local_addr().ok();
-            let svc = peer_server::service(self.router.clone());
+            let routes = peer_server::routes(self.router.clone());
             let stop = self.router.shared.stop.clone();
             let incoming =
                 proto::tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             tokio::spawn(async move {
+                // HTTP/1.1 too, for etcd's `GET /members` (raft traffic stays HTTP/2).
                 if let Err(e) = proto::tonic::transport::Server::builder()
-                    .add_service(svc)
+                    .accept_http1(true)
+                    .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await
                 {

@@ -1,6 +1,6 @@
 //! The raft peer transport, server side: the `etcdraftpb.Peer` gRPC service on the peer URLs, handing raft
 //! messages to openraft and a follower's writes, read-index requests and membership changes to the leader's
-//! local paths.
+//! local paths; and etcd's `GET /members` over HTTP/1.1, which Go etcd's proxies and joining members ask.
 
 use proto::etcdraftpb::Payload;
 use proto::etcdraftpb::peer_server::{Peer, PeerServer};
@@ -10,6 +10,57 @@ use serde::de::DeserializeOwned;
 
 use super::network::{MAX_MESSAGE, REMOVED};
 use super::{ClusterInfo, Proposal, Router, TypeConfig};
+
+/// The peer port's routes: the gRPC service and etcd's `GET /members`.
+pub(crate) fn routes(router: Router) -> tonic::service::Routes {
+    let svc = service(router.clone());
+    let http = tonic::service::Routes::new(svc).into_axum_router().route(
+        "/members",
+        axum::routing::get(move || std::future::ready(members(&router))),
+    );
+    tonic::service::Routes::from(http)
+}
+
+/// One member as etcd's peer `/members` lists it (a numeric id, unlike the client API's hex string).
+#[derive(Serialize)]
+struct PeerMember {
+    id: u64,
+    #[serde(rename = "peerURLs")]
+    peer_urls: Vec<String>,
+    name: String,
+    #[serde(rename = "clientURLs")]
+    client_urls: Vec<String>,
+    #[serde(rename = "isLearner", skip_serializing_if = "std::ops::Not::not")]
+    is_learner: bool,
+}
+
+/// etcd's reply: the members as a JSON array, and the cluster id in `X-Etcd-Cluster-ID`.
+fn members(router: &Router) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let list: Vec<PeerMember> = router
+        .members()
+        .into_iter()
+        .map(|m| PeerMember {
+            id: m.member.id,
+            peer_urls: m.member.peer_urls,
+            name: m.member.name,
+            client_urls: m.member.client_urls,
+            is_learner: m.is_learner,
+        })
+        .collect();
+    let body = serde_json::to_string(&list).unwrap_or_else(|_| "[]".into());
+    (
+        [
+            ("content-type", "application/json".to_string()),
+            (
+                "x-etcd-cluster-id",
+                format!("{:x}", router.shared.cluster_id),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
 
 /// The gRPC service for a member.
 pub(crate) fn service(router: Router) -> PeerServer<Service> {
