@@ -272,8 +272,18 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    // A proxy has no raft and no data but its cluster file; a data dir holding one stays a proxy (etcd).
-    if settings.proxy != config::ProxyMode::Off || proxy::initialized(&settings.data_dir) {
+    // A proxy has no raft and no data but its cluster file. As in etcd, the data dir decides over the flag:
+    // one holding a member's data starts a member, one holding a proxy's cluster file a proxy.
+    // (A member that fell back to a proxy opened its database before discovery: its cluster file wins.)
+    let proxy_dir = proxy::initialized(&settings.data_dir);
+    let member_dir = SledBackend::exists_in(&settings.data_dir) && !proxy_dir;
+    if member_dir && settings.proxy != config::ProxyMode::Off {
+        tracing::warn!(
+            "the server is already initialized as member before, starting as etcd member..."
+        );
+        settings.proxy = config::ProxyMode::Off;
+    }
+    if !member_dir && (settings.proxy != config::ProxyMode::Off || proxy_dir) {
         return Ok(proxy::run(settings, listeners, shutdown).await?);
     }
     let dir = settings.data_dir.clone();

@@ -32,10 +32,14 @@ fn main() -> anyhow::Result<()> {
             listeners.extend(bind(u, 2379).await?);
         }
         let mut peers = Vec::new();
-        // A proxy has no peer port (etcd's does not listen on --listen-peer-urls either).
-        let peer_urls = match settings.proxy {
-            etcd::config::ProxyMode::Off => settings.listen_peer_urls.clone(),
-            _ => Vec::new(),
+        // A proxy has no peer port (etcd's does not listen on --listen-peer-urls either), unless its data
+        // dir holds a member's data, which then starts as a member.
+        let member = settings.proxy == etcd::config::ProxyMode::Off
+            || etcd::storage::SledBackend::exists_in(&settings.data_dir);
+        let peer_urls = if member {
+            settings.listen_peer_urls.clone()
+        } else {
+            Vec::new()
         };
         for u in &peer_urls {
             for l in bind(u, 2380).await? {
