@@ -732,6 +732,30 @@ mod tests {
     }
 
     #[test]
+    fn proxy_flags() {
+        let f = run(&[
+            "--proxy",
+            "readonly",
+            "--name",
+            "worker",
+            "--initial-cluster",
+            "n1=http://10.0.0.1:2380,n2=http://10.0.0.2:2380",
+            "--proxy-refresh-interval",
+            "200",
+        ])
+        .unwrap();
+        // A proxy need not be named in --initial-cluster.
+        let s = f.settings().unwrap();
+        assert_eq!(s.proxy, ProxyMode::Readonly);
+        assert_eq!(s.proxy_timing.refresh, Duration::from_millis(200));
+        assert_eq!(s.proxy_timing.failure_wait, Duration::from_millis(5000));
+        assert_eq!(s.proxy_timing.read, Duration::ZERO);
+        assert_eq!(s.initial_members.len(), 2);
+        let f = run(&["--proxy", "maybe"]).unwrap();
+        assert!(f.settings().unwrap_err().to_string().contains("--proxy"));
+    }
+
+    #[test]
     fn settings_compute_ids() {
         let f = run(&[
             "--name",

@@ -1239,7 +1239,12 @@ impl RaftNode {
 
     /// Removes a member.
     pub async fn remove_member(&self, id: u64) -> Result<Member, MemberError> {
-        self.router.change(members::Change::Remove { id }).await
+        match self.router.change(members::Change::Remove { id }).await {
+            Err(MemberError::NotFound(n)) if self.router.was_removed(n) => {
+                Err(MemberError::Removed(n))
+            }
+            r => r,
+        }
     }
 
     /// Replaces a member's peer URLs.

@@ -353,6 +353,31 @@ fn a_proxy_follows_membership_changes_and_a_removed_member_stops_itself() {
 
     // A member added while the proxy runs becomes one of its endpoints.
     add_member(&mut c, 3, 0);
+    // It joins as a learner and is promoted once caught up; wait for that, so the cluster has three voters
+    // after the removal below and keeps a quorum when one more member is killed.
+    poll_until(
+        "the added member promoted to voter",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let (ok, out, _) = c.exec(
+                "/usr/bin/env",
+                &[
+                    "ETCDCTL_API=3",
+                    "/usr/bin/etcdctl",
+                    "--endpoints",
+                    &c.endpoints(&[0]),
+                    "member",
+                    "list",
+                ],
+            );
+            (ok && out
+                .lines()
+                .any(|l| l.contains(", m4, ") && l.ends_with(", false")))
+            .then_some(())
+        },
+    )
+    .expect("promoted");
     wait_endpoints(
         &c,
         &[0, 1, 2, 3],
@@ -391,6 +416,15 @@ fn a_proxy_follows_membership_changes_and_a_removed_member_stops_itself() {
         &[0, 1, 3],
         "the removed member gone from the proxy's endpoints",
     );
+    // Removing it again: etcd's 410 for a member removed earlier.
+    for via in [0, 1, 3] {
+        let r = c.req(via, "DELETE", &format!("/v2/members/{id}"), None);
+        assert_eq!(r.status, 410, "{}", r.text());
+        assert_eq!(
+            json(&r)["message"],
+            format!("Member permanently removed: {id}")
+        );
+    }
     let file =
         std::fs::read_to_string(tmp.path().join("proxy/proxy/cluster")).expect("cluster file");
     assert!(!file.contains(&c.members[2].peer_url()), "{file}");
