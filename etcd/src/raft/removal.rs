@@ -12,17 +12,21 @@ impl Router {
     }
 }
 
+/// How often the applied membership is looked at.
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Follows the applied membership: members that leave it are remembered as removed, and if this member
 /// leaves it, [`super::Shared::removed`] fires. Only applied configurations count: one that is appended but
 /// not yet committed may still be replaced by a new leader.
 pub(super) async fn watch(router: Router) {
-    let mut rx = router.raft.metrics();
+    let rx = router.raft.metrics();
+    let mut tick = tokio::time::interval(CHECK_EVERY);
     let mut known: BTreeSet<u64> = BTreeSet::new();
     // The membership entry last looked at: metrics change on every apply, the membership rarely.
     let mut seen = None;
     loop {
         let left = {
-            let m = rx.borrow_and_update();
+            let m = rx.borrow();
             let stored = &m.membership_config;
             let applied = m.last_applied.map(|l| l.index);
             let is_applied = stored
@@ -47,10 +51,12 @@ pub(super) async fn watch(router: Router) {
             tracing::warn!(member = %format!("{:x}", router.id()), "this member is no longer in the applied membership: it was removed");
             router.shared.removed.cancel();
         }
+        // A tick rather than every metrics change: those come with every applied batch, and a removal
+        // noticed 200 ms later is as good.
         tokio::select! {
             _ = router.shared.stop.cancelled() => return,
             _ = router.shared.removed.cancelled() => return,
-            r = rx.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
         }
     }
 }
