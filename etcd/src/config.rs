@@ -20,7 +20,6 @@ const UNSUPPORTED: &[&str] = &[
     "wal-dir",
     "discovery-proxy",
     "discovery-srv",
-    "proxy",
     "cert-file",
     "key-file",
     "client-cert-auth",
@@ -44,11 +43,6 @@ const UNSUPPORTED: &[&str] = &[
     "grpc-keepalive-min-time",
     "grpc-keepalive-interval",
     "grpc-keepalive-timeout",
-    "proxy-failure-wait",
-    "proxy-refresh-interval",
-    "proxy-dial-timeout",
-    "proxy-write-timeout",
-    "proxy-read-timeout",
     "enable-grpc-gateway",
     "initial-election-tick-advance",
     "pre-vote",
@@ -131,7 +125,7 @@ pub struct Flags {
     /// Discovery URL used to bootstrap the cluster (etcd's discovery protocol).
     #[arg(long, env = "ETCD_DISCOVERY")]
     pub discovery: Option<String>,
-    /// What a member does when the discovery registry is full: exit, or proxy (not supported yet: exits too).
+    /// What a member does when the discovery registry is full: exit, or become a proxy of the cluster.
     #[arg(
         long = "discovery-fallback",
         env = "ETCD_DISCOVERY_FALLBACK",
@@ -196,6 +190,44 @@ pub struct Flags {
         default_value = "periodic"
     )]
     pub auto_compaction_mode: String,
+    /// Proxy mode: off, on (forward client requests to the cluster) or readonly (forward only GETs).
+    #[arg(long, env = "ETCD_PROXY", default_value = "off")]
+    pub proxy: String,
+    /// Proxy: ms an endpoint is skipped after a failed request.
+    #[arg(
+        long = "proxy-failure-wait",
+        env = "ETCD_PROXY_FAILURE_WAIT",
+        default_value_t = 5000
+    )]
+    pub proxy_failure_wait: u64,
+    /// Proxy: ms between refreshes of the member list.
+    #[arg(
+        long = "proxy-refresh-interval",
+        env = "ETCD_PROXY_REFRESH_INTERVAL",
+        default_value_t = 30000
+    )]
+    pub proxy_refresh_interval: u64,
+    /// Proxy: ms a connection to a member may take (0: no limit).
+    #[arg(
+        long = "proxy-dial-timeout",
+        env = "ETCD_PROXY_DIAL_TIMEOUT",
+        default_value_t = 1000
+    )]
+    pub proxy_dial_timeout: u64,
+    /// Proxy: ms sending a request to a member may take (0: no limit).
+    #[arg(
+        long = "proxy-write-timeout",
+        env = "ETCD_PROXY_WRITE_TIMEOUT",
+        default_value_t = 5000
+    )]
+    pub proxy_write_timeout: u64,
+    /// Proxy: ms a member may take to start its reply (0, the default: no limit, as watches need).
+    #[arg(
+        long = "proxy-read-timeout",
+        env = "ETCD_PROXY_READ_TIMEOUT",
+        default_value_t = 0
+    )]
+    pub proxy_read_timeout: u64,
     /// Print the version and exit.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub version: Option<bool>,
@@ -264,11 +296,41 @@ pub struct Settings {
     pub strict_reconfig: bool,
     /// `--discovery`: bootstrap through this registry on a fresh data dir.
     pub discovery: Option<String>,
-    /// `--discovery-fallback exit` (else proxy, which is not supported yet and exits too).
+    /// `--discovery-fallback exit` (else a member finding the registry full becomes a proxy).
     pub discovery_fallback_exit: bool,
+    /// `--proxy`.
+    pub proxy: ProxyMode,
+    /// `--proxy-*` timing (also used when discovery falls back to a proxy).
+    pub proxy_timing: ProxyTiming,
     /// Bound peer listeners handed to [`crate::run`] (the binary binds `listen_peer_urls`; in-process
     /// single-member servers need none).
     pub peer_listeners: PeerListeners,
+}
+
+/// `--proxy`: whether this process is a member or a proxy of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// A member (raft and data).
+    Off,
+    /// A proxy forwarding every client request.
+    On,
+    /// A proxy forwarding only GETs (others get 501).
+    Readonly,
+}
+
+/// The proxy's timing (`--proxy-*`, milliseconds in etcd's flags; zero means no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyTiming {
+    /// How long a failed endpoint is skipped.
+    pub failure_wait: Duration,
+    /// How often the member list is refreshed.
+    pub refresh: Duration,
+    /// Connecting to a member.
+    pub dial: Duration,
+    /// Sending a request to a member.
+    pub write: Duration,
+    /// Waiting for a member's reply to start.
+    pub read: Duration,
 }
 
 /// etcd's automatic compaction.
@@ -539,16 +601,39 @@ impl Flags {
             .clone()
             .unwrap_or_else(|| format!("{}={}", self.name, own_peers.join(",")));
         let members = parse_initial_cluster(&initial)?;
-        let Some((_, peers)) = members.iter().find(|(n, _)| *n == self.name) else {
-            return Err(ConfigError::InitialCluster(format!(
-                "couldn't find local name {:?} in the initial cluster configuration",
-                self.name
-            )));
+        let proxy = match self.proxy.as_str() {
+            "off" => ProxyMode::Off,
+            "on" => ProxyMode::On,
+            "readonly" => ProxyMode::Readonly,
+            p => {
+                return Err(ConfigError::Unsupported(format!(
+                    "--proxy {p:?}: must be off, on or readonly"
+                )));
+            }
+        };
+        let ms = Duration::from_millis;
+        let proxy_timing = ProxyTiming {
+            failure_wait: ms(self.proxy_failure_wait),
+            refresh: ms(self.proxy_refresh_interval),
+            dial: ms(self.proxy_dial_timeout),
+            write: ms(self.proxy_write_timeout),
+            read: ms(self.proxy_read_timeout),
+        };
+        // A proxy is not in --initial-cluster: it only reads the members' peer URLs from it.
+        let peers = match members.iter().find(|(n, _)| *n == self.name) {
+            Some((_, peers)) => peers,
+            None if proxy != ProxyMode::Off => &own_peers,
+            None => {
+                return Err(ConfigError::InitialCluster(format!(
+                    "couldn't find local name {:?} in the initial cluster configuration",
+                    self.name
+                )));
+            }
         };
         let (mut mine, mut theirs) = (peers.clone(), own_peers.clone());
         mine.sort();
         theirs.sort();
-        if self.initial_cluster.is_some() && mine != theirs {
+        if self.initial_cluster.is_some() && proxy == ProxyMode::Off && mine != theirs {
             return Err(ConfigError::InitialCluster(format!(
                 "{:?} has peer URLs {} but --initial-advertise-peer-urls is {}",
                 self.name,
@@ -601,6 +686,8 @@ impl Flags {
             peer_listeners: PeerListeners::default(),
             discovery: self.discovery.clone(),
             discovery_fallback_exit: self.discovery_fallback == "exit",
+            proxy,
+            proxy_timing,
         })
     }
 }
@@ -642,6 +729,30 @@ mod tests {
                 .contains("does not support")
         );
         assert_eq!(run(&["-version"]).unwrap_err(), "version");
+    }
+
+    #[test]
+    fn proxy_flags() {
+        let f = run(&[
+            "--proxy",
+            "readonly",
+            "--name",
+            "worker",
+            "--initial-cluster",
+            "n1=http://10.0.0.1:2380,n2=http://10.0.0.2:2380",
+            "--proxy-refresh-interval",
+            "200",
+        ])
+        .unwrap();
+        // A proxy need not be named in --initial-cluster.
+        let s = f.settings().unwrap();
+        assert_eq!(s.proxy, ProxyMode::Readonly);
+        assert_eq!(s.proxy_timing.refresh, Duration::from_millis(200));
+        assert_eq!(s.proxy_timing.failure_wait, Duration::from_millis(5000));
+        assert_eq!(s.proxy_timing.read, Duration::ZERO);
+        assert_eq!(s.initial_members.len(), 2);
+        let f = run(&["--proxy", "maybe"]).unwrap();
+        assert!(f.settings().unwrap_err().to_string().contains("--proxy"));
     }
 
     #[test]

@@ -146,6 +146,39 @@ fn initial_cluster(
         .join(","))
 }
 
+/// The cluster a registry holds (the first `size` registrations as `--initial-cluster`), for a proxy: etcd's
+/// `GetCluster`, used when `--proxy` is on with `--discovery` or a member falls back to a proxy.
+pub fn registered_cluster(url: &str) -> Result<String, DiscoveryError> {
+    let reg = Registry::parse(url)?;
+    let short = Duration::from_secs(10);
+    let r = reg.request("GET", &format!("{}/_config/size", reg.prefix), None, short);
+    if r.status != 200 {
+        return Err(etcd_error(&r));
+    }
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let size: usize = v["node"]["value"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or(DiscoveryError::BadSize)?;
+    let r = reg.request(
+        "GET",
+        &format!("{}?recursive=true", reg.prefix),
+        None,
+        short,
+    );
+    if r.status != 200 {
+        return Err(etcd_error(&r));
+    }
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let members = registered(&v);
+    Ok(members
+        .iter()
+        .take(size)
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
 /// Runs the protocol for member `id` named `name` with `peer_urls`; returns the `--initial-cluster` value.
 pub fn discover(
     url: &str,

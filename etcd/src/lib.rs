@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod discovery;
 pub mod discovery_service;
 pub mod http;
+pub mod proxy;
 pub mod raft;
 pub mod storage;
 pub mod store;
@@ -41,6 +42,12 @@ pub enum RunError {
     /// A background task failed.
     #[error("internal: {0}")]
     Internal(String),
+    /// This member was removed from the cluster (now or before this start); etcd exits 0 then.
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
+    /// The proxy could not start.
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -204,14 +211,14 @@ async fn bootstrap_by_discovery<B: Backend>(
     b: &B,
     s: &mut Settings,
     url: String,
-) -> Result<(), RunError> {
+) -> Result<Bootstrap, RunError> {
     if let Some(bytes) = b.get_meta("identity")?
         && let Ok(stored) = serde_json::from_slice::<Identity>(&bytes)
         && stored.name == s.name
     {
         s.member_id = stored.member_id;
         s.cluster_id = stored.cluster_id;
-        return Ok(());
+        return Ok(Bootstrap::Member);
     }
     let (id, name, peers) = (s.member_id, s.name.clone(), s.peer_urls.clone());
     let found = tokio::task::spawn_blocking(move || discovery::discover(&url, id, &name, &peers))
@@ -225,9 +232,8 @@ async fn bootstrap_by_discovery<B: Backend>(
             ));
         }
         Err(discovery::DiscoveryError::Full) => {
-            return Err(RunError::Identity(
-                "discovery: cluster is full, and falling back to proxy is not supported yet (use --discovery-fallback exit, or a new discovery token)".into(),
-            ));
+            tracing::warn!("discovery cluster full, falling back to proxy");
+            return Ok(Bootstrap::Proxy);
         }
         Err(e) => {
             return Err(RunError::Identity(format!(
@@ -242,18 +248,44 @@ async fn bootstrap_by_discovery<B: Backend>(
     let ids: Vec<u64> = members.keys().copied().collect();
     s.cluster_id = cluster::cluster_id(&ids);
     s.initial_members = members;
-    Ok(())
+    Ok(Bootstrap::Member)
 }
+
+/// What discovery made of this process.
+enum Bootstrap {
+    /// A member of the discovered cluster.
+    Member,
+    /// A proxy: the registry was full (`--discovery-fallback proxy`).
+    Proxy,
+}
+
+/// The data-dir record of a member that was removed from its cluster.
+const REMOVED_KEY: &str = "removed";
 
 /// How often the leader checks for expired keys (etcd's SYNC tick).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
-/// Runs a member until `shutdown` fires.
+/// Runs a member (or, with `--proxy`, a proxy) until `shutdown` fires. A member removed from its cluster
+/// cancels `shutdown` itself, stops, and returns [`RunError::Removed`].
 pub async fn run(
     mut settings: Settings,
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // A proxy has no raft and no data but its cluster file. As in etcd, the data dir decides over the flag:
+    // one holding a member's data starts a member, one holding a proxy's cluster file a proxy.
+    // (A member that fell back to a proxy opened its database before discovery: its cluster file wins.)
+    let proxy_dir = proxy::initialized(&settings.data_dir);
+    let member_dir = DiskBackend::exists_in(&settings.data_dir) && !proxy_dir;
+    if member_dir && settings.proxy != config::ProxyMode::Off {
+        tracing::warn!(
+            "the server is already initialized as member before, starting as etcd member..."
+        );
+        settings.proxy = config::ProxyMode::Off;
+    }
+    if !member_dir && (settings.proxy != config::ProxyMode::Off || proxy_dir) {
+        return Ok(proxy::run(settings, listeners, shutdown).await?);
+    }
     let dir = settings.data_dir.clone();
     let backend = tokio::task::spawn_blocking(move || DiskBackend::open(&dir))
         .await
@@ -266,8 +298,15 @@ pub async fn run(
         })??;
     if settings.join_existing {
         resolve_joining_identity(&backend, &mut settings).await?;
-    } else if let Some(url) = settings.discovery.clone() {
-        bootstrap_by_discovery(&backend, &mut settings, url).await?;
+    } else if let Some(url) = settings.discovery.clone()
+        && let Bootstrap::Proxy = bootstrap_by_discovery(&backend, &mut settings, url).await?
+    {
+        drop(backend);
+        settings.proxy = config::ProxyMode::On;
+        return Ok(proxy::run(settings, listeners, shutdown).await?);
+    }
+    if backend.get_meta(REMOVED_KEY)?.is_some() {
+        return Err(removed());
     }
     check_identity(&backend, &settings)?;
     backend.flush().await?;
@@ -363,9 +402,28 @@ pub async fn run(
     }
     tracker.close();
     tracing::info!(name = %settings.name, id = %format!("{:x}", settings.member_id), "etcd member ready");
-    shutdown.cancelled().await;
+    let was_removed = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = node.removed() => true,
+    };
+    if was_removed {
+        // Recorded first, so a restart refuses even if stopping fails half-way.
+        backend.put_meta(REMOVED_KEY, b"1")?;
+        backend.flush().await?;
+        shutdown.cancel();
+    }
     tracker.wait().await;
     node.shutdown().await;
     backend.flush().await?;
+    if was_removed {
+        return Err(removed());
+    }
     Ok(())
+}
+
+/// etcd's two lines when a removed member stops (or is started again with its data dir).
+fn removed() -> RunError {
+    tracing::error!("the member has been permanently removed from the cluster");
+    tracing::info!("the data-dir used by this member must be removed.");
+    RunError::Removed
 }

@@ -32,7 +32,16 @@ fn main() -> anyhow::Result<()> {
             listeners.extend(bind(u, 2379).await?);
         }
         let mut peers = Vec::new();
-        for u in &settings.listen_peer_urls {
+        // A proxy has no peer port (etcd's does not listen on --listen-peer-urls either), unless its data
+        // dir holds a member's data, which then starts as a member.
+        let member = settings.proxy == etcd::config::ProxyMode::Off
+            || etcd::storage::DiskBackend::exists_in(&settings.data_dir);
+        let peer_urls = if member {
+            settings.listen_peer_urls.clone()
+        } else {
+            Vec::new()
+        };
+        for u in &peer_urls {
             for l in bind(u, 2380).await? {
                 peers.push(l.into_std().context("peer listener")?);
             }
@@ -52,9 +61,11 @@ fn main() -> anyhow::Result<()> {
             }
             t.cancel();
         });
-        etcd::run(settings, listeners, token)
-            .await
-            .context("etcd failed")
+        match etcd::run(settings, listeners, token).await {
+            // etcd exits 0 when removed, so a unit restarting on failure does not start it again.
+            Err(etcd::RunError::Removed) => Ok(()),
+            r => r.context("etcd failed"),
+        }
     })
 }
 

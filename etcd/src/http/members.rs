@@ -35,6 +35,7 @@ fn member_list(app: &App) -> Vec<Member> {
 fn member_error(e: &MemberError) -> Response {
     let status = match e {
         MemberError::NotFound(_) => StatusCode::NOT_FOUND,
+        MemberError::Removed(_) => StatusCode::GONE,
         MemberError::PeerUrlExists | MemberError::IdExists => StatusCode::CONFLICT,
         MemberError::LearnerNotReady | MemberError::NotLearner => StatusCode::PRECONDITION_FAILED,
         // etcd answers 500 for these; the message says why.

@@ -68,6 +68,9 @@ pub enum MemberError {
     /// No member has this id.
     #[error("No such member: {0:x}")]
     NotFound(u64),
+    /// The member was removed earlier (etcd's `ErrIDRemoved`: 410 in v2, "member not found" in v3).
+    #[error("Member permanently removed: {0:x}")]
+    Removed(u64),
     /// Another member already uses one of the peer URLs.
     #[error("membership: peerURL exists")]
     PeerUrlExists,

@@ -9,6 +9,7 @@ mod log_store;
 pub mod members;
 mod network;
 mod peer_server;
+mod removal;
 mod state_machine;
 mod watchdog;
 
@@ -273,6 +274,10 @@ pub(crate) struct Shared {
     last_heard: watchdog::LastHeard,
     /// The [`merger`]'s queue.
     leader_writes: std::sync::OnceLock<tokio::sync::mpsc::Sender<LeaderWrite>>,
+    /// Fired once this member finds itself removed from the cluster (see [`removal`]).
+    removed: tokio_util::sync::CancellationToken,
+    /// Members this member saw removed, whose peer requests it refuses (etcd's 410 to removed peers).
+    gone: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -976,6 +981,15 @@ pub async fn discover_identity(
     }
 }
 
+/// Asks the member at `peer` (a peer URL) for the cluster id and its members, as a proxy does.
+pub async fn cluster_members(peer: &str, timeout: Duration) -> Result<(u64, Vec<Member>), String> {
+    PeerConn::new(peer)
+        .call::<_, ClusterInfo>(Rpc::ClusterInfo, &(), timeout)
+        .await
+        .map(|i| (i.cluster_id, i.members))
+        .map_err(|e| e.to_string())
+}
+
 impl RaftNode {
     /// Starts raft over `backend`. A fresh data dir of a new cluster is initialised with every member of
     /// `--initial-cluster` as a voter; every member does this with the identical configuration, which openraft
@@ -1015,8 +1029,10 @@ impl RaftNode {
             state_machine::StateMachine::open(kv.clone(), backend).map_err(StartError::Snapshot)?;
         let attrs = sm.attributes();
         let stats = Arc::new(PeerStats::default());
+        let removed = tokio_util::sync::CancellationToken::new();
         let net = network::Network {
             stats: stats.clone(),
+            removed: removed.clone(),
         };
         let lease = Duration::from_millis(config.election_timeout_max);
         let raft = openraft::Raft::new(params.id, config, net, log, sm)
@@ -1073,6 +1089,8 @@ impl RaftNode {
                 conns: std::sync::Mutex::new(HashMap::new()),
                 stop: tokio_util::sync::CancellationToken::new(),
                 stay_learners: std::sync::Mutex::new(BTreeSet::new()),
+                removed,
+                gone: std::sync::Mutex::new(BTreeSet::new()),
                 leader_reads: std::sync::OnceLock::new(),
                 remote_reads: std::sync::OnceLock::new(),
                 last_heard: watchdog::LastHeard::default(),
@@ -1113,6 +1131,7 @@ impl RaftNode {
             Duration::from_millis(heartbeat),
             lease,
         ));
+        tokio::spawn(removal::watch(router.clone()));
         Ok(RaftNode {
             raft,
             kv,
@@ -1128,13 +1147,15 @@ impl RaftNode {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
             let addr = l.local_addr().ok();
-            let svc = peer_server::service(self.router.clone());
+            let routes = peer_server::routes(self.router.clone());
             let stop = self.router.shared.stop.clone();
             let incoming =
                 proto::tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             tokio::spawn(async move {
+                // HTTP/1.1 too, for etcd's `GET /members` (raft traffic stays HTTP/2).
                 if let Err(e) = proto::tonic::transport::Server::builder()
-                    .add_service(svc)
+                    .accept_http1(true)
+                    .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await
                 {
@@ -1302,7 +1323,12 @@ impl RaftNode {
 
     /// Removes a member.
     pub async fn remove_member(&self, id: u64) -> Result<Member, MemberError> {
-        self.router.change(members::Change::Remove { id }).await
+        match self.router.change(members::Change::Remove { id }).await {
+            Err(MemberError::NotFound(n)) if self.router.was_removed(n) => {
+                Err(MemberError::Removed(n))
+            }
+            r => r,
+        }
     }
 
     /// Replaces a member's peer URLs.
@@ -1346,6 +1372,11 @@ impl RaftNode {
                 _ => return false,
             }
         }
+    }
+
+    /// Resolves once this member has been removed from the cluster (it must then stop, as etcd does).
+    pub async fn removed(&self) {
+        self.router.shared.removed.cancelled().await
     }
 
     /// Stops raft, then the peer listeners.

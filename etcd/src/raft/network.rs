@@ -30,6 +30,9 @@ use super::{NodeId, TypeConfig};
 /// The largest gRPC message either side accepts (a batch of entries or one snapshot chunk).
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// The status message a member answers a removed member's raft requests with.
+pub(crate) const REMOVED: &str = "the member has been permanently removed from the cluster";
+
 /// How long connecting to a peer may take before the peer counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -63,6 +66,12 @@ pub(crate) enum CallError {
         addr: String,
         /// The cause.
         why: String,
+    },
+    /// The peer refused the call because this member was removed from the cluster (etcd answers 410).
+    #[error("peer {addr}: {}", REMOVED)]
+    Removed {
+        /// The peer URL.
+        addr: String,
     },
     /// A payload could not be encoded or decoded.
     #[error("peer {addr}: bad payload: {why}")]
@@ -154,6 +163,9 @@ impl PeerConn {
 
 /// Connection failures (nothing delivered) become `Unreachable`; the rest may have been delivered.
 fn status_error(addr: String, status: &tonic::Status) -> CallError {
+    if status.code() == tonic::Code::FailedPrecondition && status.message() == REMOVED {
+        return CallError::Removed { addr };
+    }
     let text = format!("{status}");
     let not_sent = status.code() == tonic::Code::Unavailable
         && (text.contains("tcp connect error")
@@ -268,6 +280,8 @@ impl PeerStats {
 /// Creates connections to peers.
 pub struct Network {
     pub(crate) stats: Arc<PeerStats>,
+    /// Fired when a peer answers that this member was removed.
+    pub(crate) removed: tokio_util::sync::CancellationToken,
 }
 
 /// A connection to one peer.
@@ -275,6 +289,7 @@ pub struct Connection {
     target: NodeId,
     conn: PeerConn,
     stats: Arc<PeerStats>,
+    removed: tokio_util::sync::CancellationToken,
 }
 
 fn rpc_error<E: std::error::Error>(target: NodeId, e: CallError) -> RPCError<NodeId, BasicNode, E> {
@@ -295,6 +310,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             conn: PeerConn::new(&node.addr),
             stats: self.stats.clone(),
+            removed: self.removed.clone(),
         }
     }
 }
@@ -314,6 +330,13 @@ impl Connection {
         match res {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(CallError::Removed { addr }) => {
+                if !self.removed.is_cancelled() {
+                    tracing::warn!(peer = %addr, "the peer refused this member's request: it was removed from the cluster");
+                    self.removed.cancel();
+                }
+                Err(rpc_error(self.target, CallError::Removed { addr }))
+            }
             Err(e) => Err(rpc_error(self.target, e)),
         }
     }

@@ -92,6 +92,11 @@ pub struct DiskBackend {
 }
 
 impl DiskBackend {
+    /// Whether `dir` holds a member's database (a member's data dir, not a proxy's).
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join(DB_DIR).is_dir()
+    }
+
     /// Opens (or creates) the storage inside `dir`, refusing directories that are not ours.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         let io = |source| StorageError::Io {

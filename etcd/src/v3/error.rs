@@ -47,7 +47,9 @@ pub fn request(e: RequestError) -> Status {
 /// The gRPC status of a refused membership change (etcd's v3 messages differ from its v2 ones).
 pub fn member(e: MemberError) -> Status {
     let (code, msg) = match e {
-        MemberError::NotFound(_) => (Code::NotFound, "etcdserver: member not found".into()),
+        MemberError::NotFound(_) | MemberError::Removed(_) => {
+            (Code::NotFound, "etcdserver: member not found".into())
+        }
         MemberError::PeerUrlExists => (
             Code::FailedPrecondition,
             "etcdserver: Peer URLs already exists".into(),

@@ -230,9 +230,9 @@ fn binary_flags_version_and_env() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd"))
-        .env("ETCD_PROXY", "on")
+        .env("ETCD_DISCOVERY_SRV", "example.com")
         .output()
-        .expect("etcd with ETCD_PROXY");
+        .expect("etcd with ETCD_DISCOVERY_SRV");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not support yet"));
 }

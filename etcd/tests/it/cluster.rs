@@ -19,23 +19,23 @@ use crate::linearizability::{self, Kind, Op, Recorder};
 const TOKEN: &str = "it-cluster";
 
 /// One member: its host, process and addresses.
-struct Member {
-    name: String,
-    host: Host,
-    proc: Option<Process>,
-    dir: PathBuf,
+pub(crate) struct Member {
+    pub(crate) name: String,
+    pub(crate) host: Host,
+    pub(crate) proc: Option<Process>,
+    pub(crate) dir: PathBuf,
 }
 
 impl Member {
-    fn client(&self) -> String {
+    pub(crate) fn client(&self) -> String {
         format!("{}:2379", self.host.addr())
     }
 
-    fn peer_url(&self) -> String {
+    pub(crate) fn peer_url(&self) -> String {
         format!("http://{}:2380", self.host.addr())
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.proc
             .as_mut()
             .is_some_and(|p| matches!(p.try_wait(), Ok(None)))
@@ -43,24 +43,24 @@ impl Member {
 }
 
 /// A cluster of our members plus a client host.
-struct Cluster {
-    net: Network,
-    cli: Host,
-    members: Vec<Member>,
+pub(crate) struct Cluster {
+    pub(crate) net: Network,
+    pub(crate) cli: Host,
+    pub(crate) members: Vec<Member>,
     _dir: tempfile::TempDir,
 }
 
-fn etcd_bin() -> &'static str {
+pub(crate) fn etcd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_etcd")
 }
 
-fn etcdctl_bin() -> &'static str {
+pub(crate) fn etcdctl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_etcdctl")
 }
 
 impl Cluster {
     /// `n` hosts with member data dirs; nothing started yet.
-    fn hosts(n: usize) -> Cluster {
+    pub(crate) fn hosts(n: usize) -> Cluster {
         let net = Network::new().expect("network");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut members = Vec::new();
@@ -83,7 +83,7 @@ impl Cluster {
         }
     }
 
-    fn initial_cluster(&self, which: impl Iterator<Item = usize>) -> String {
+    pub(crate) fn initial_cluster(&self, which: impl Iterator<Item = usize>) -> String {
         which
             .map(|i| format!("{}={}", self.members[i].name, self.members[i].peer_url()))
             .collect::<Vec<_>>()
@@ -91,7 +91,7 @@ impl Cluster {
     }
 
     /// Starts member `i` with `--initial-cluster` `initial` and the given state.
-    fn start(&mut self, i: usize, initial: &str, state: &str) {
+    pub(crate) fn start(&mut self, i: usize, initial: &str, state: &str) {
         let m = &mut self.members[i];
         let spawn = Spawn::new(etcd_bin())
             .args(["--name", &m.name])
@@ -116,7 +116,7 @@ impl Cluster {
 
     /// `n` hosts, the first `k` of them a new static cluster (started in reverse order), healthy; the others
     /// are left for `member add`.
-    fn start_first(n: usize, k: usize) -> Cluster {
+    pub(crate) fn start_first(n: usize, k: usize) -> Cluster {
         let mut c = Cluster::hosts(n);
         let initial = c.initial_cluster(0..k);
         for i in (0..k).rev() {
@@ -129,7 +129,7 @@ impl Cluster {
     }
 
     /// One request from the client host.
-    fn try_req(
+    pub(crate) fn try_req(
         &self,
         i: usize,
         method: &str,
@@ -142,12 +142,12 @@ impl Cluster {
             .map_err(std::io::Error::other)?
     }
 
-    fn req(&self, i: usize, method: &str, target: &str, form: Option<&str>) -> Response {
+    pub(crate) fn req(&self, i: usize, method: &str, target: &str, form: Option<&str>) -> Response {
         self.try_req(i, method, target, form)
             .unwrap_or_else(|e| panic!("{method} {target} on member {i}: {e}"))
     }
 
-    fn wait_healthy(&self, i: usize) {
+    pub(crate) fn wait_healthy(&self, i: usize) {
         poll_until(
             &format!("member {} healthy", self.members[i].name),
             Duration::from_secs(30),
@@ -161,7 +161,7 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("{e}\n{}", self.logs(i)));
     }
 
-    fn logs(&self, i: usize) -> String {
+    pub(crate) fn logs(&self, i: usize) -> String {
         self.members[i]
             .proc
             .as_ref()
@@ -195,7 +195,7 @@ impl Cluster {
     }
 
     /// Runs a program on the client host.
-    fn exec(&self, program: &str, args: &[&str]) -> (bool, String, String) {
+    pub(crate) fn exec(&self, program: &str, args: &[&str]) -> (bool, String, String) {
         let out = self.cli.exec(program, args).expect("exec");
         (
             out.status.success(),
@@ -204,7 +204,7 @@ impl Cluster {
         )
     }
 
-    fn endpoints(&self, which: &[usize]) -> String {
+    pub(crate) fn endpoints(&self, which: &[usize]) -> String {
         which
             .iter()
             .map(|&i| format!("http://{}", self.members[i].client()))
@@ -213,7 +213,7 @@ impl Cluster {
     }
 
     /// `member list` lines from our etcdctl.
-    fn member_list(&self, via: usize) -> Vec<String> {
+    pub(crate) fn member_list(&self, via: usize) -> Vec<String> {
         let (ok, out, err) = self.exec(
             etcdctl_bin(),
             &["--endpoints", &self.endpoints(&[via]), "member", "list"],
@@ -223,7 +223,7 @@ impl Cluster {
     }
 
     /// Asserts that no member in `alive` has exited (a crash).
-    fn assert_alive(&mut self, alive: &[usize]) {
+    pub(crate) fn assert_alive(&mut self, alive: &[usize]) {
         for &i in alive {
             let running = self.members[i].running();
             assert!(
@@ -236,7 +236,7 @@ impl Cluster {
     }
 }
 
-fn json(r: &Response) -> Value {
+pub(crate) fn json(r: &Response) -> Value {
     serde_json::from_slice(&r.body).unwrap_or(Value::Null)
 }
 
@@ -671,7 +671,7 @@ fn every_member_restarts_from_its_data_dir() {
 }
 
 /// `etcdctl member add`, then the new member started with the printed configuration.
-fn add_member(c: &mut Cluster, i: usize, via: usize) {
+pub(crate) fn add_member(c: &mut Cluster, i: usize, via: usize) {
     let (name, peer) = (c.members[i].name.clone(), c.members[i].peer_url());
     let (ok, out, err) = c.exec(
         etcdctl_bin(),
@@ -725,7 +725,7 @@ fn add_member(c: &mut Cluster, i: usize, via: usize) {
     .expect("named");
 }
 
-fn member_id(c: &Cluster, via: usize, name: &str) -> String {
+pub(crate) fn member_id(c: &Cluster, via: usize, name: &str) -> String {
     c.member_list(via)
         .iter()
         .find(|l| l.contains(&format!("name={name} ")))

@@ -8,6 +8,7 @@ mod differential;
 mod etcdctl;
 mod etcdctl_v3;
 mod linearizability;
+mod proxy;
 mod support;
 mod v3_cross;
 mod v3_etcd_client;
