@@ -6,7 +6,7 @@
 #
 #   etcd/bench/cluster.sh BIN [ROUNDS]     BIN: `etcd` (Debian's etcd 3.4) or the path of our etcd
 # PORT= the first client port (default 24370; peers at PORT+10); BENCH= the etcd-bench binary (default
-# target/release/etcd-bench); LOAD=0 skips the throughput part.
+# target/release/etcd-bench); LOAD=0 skips the throughput part, LOAD=put runs writes only.
 set -euo pipefail
 BIN=$1
 ROUNDS=${2:-5}
@@ -28,15 +28,22 @@ start() {
 }
 healthy() { curl -sf -m 1 "http://127.0.0.1:$((P + $1))/health" | grep -q true; }
 wait_healthy() { for _ in $(seq 300); do healthy "$1" && return; sleep 0.1; done; echo "member $1 not healthy" >&2; exit 1; }
-cleanup() { for i in 0 1 2; do kill -9 "$(cat "$D/b$i.pid")" 2>/dev/null || true; done; rm -rf "$D"; }
+cleanup() {
+    for i in 0 1 2; do kill -9 "$(cat "$D/b$i.pid")" 2>/dev/null || true; done
+    # The next run reuses the ports: wait until the members are gone.
+    for i in 0 1 2; do while kill -0 "$(cat "$D/b$i.pid")" 2>/dev/null; do sleep 0.05; done; done
+    rm -rf "$D"
+}
 trap cleanup EXIT
 for i in 0 1 2; do start $i; done
 for i in 0 1 2; do wait_healthy $i; done
 if [ "${LOAD:-1}" != 0 ]; then
     A=127.0.0.1:$P,127.0.0.1:$((P + 1)),127.0.0.1:$((P + 2))
     echo "put:  $("$BENCH" --addr "$A" --workload put --conns 64 --requests 60000)"
-    echo "qget: $("$BENCH" --addr "$A" --workload qget --conns 64 --requests 60000)"
-    echo "get:  $("$BENCH" --addr "$A" --workload get --conns 64 --requests 200000)"
+    if [ "${LOAD:-1}" != put ]; then
+        echo "qget: $("$BENCH" --addr "$A" --workload qget --conns 64 --requests 60000)"
+        echo "get:  $("$BENCH" --addr "$A" --workload get --conns 64 --requests 200000)"
+    fi
 fi
 for r in $(seq "$ROUNDS"); do
     name=""

@@ -125,18 +125,32 @@ type LeaderWrite = (
     tokio::sync::oneshot::Sender<Result<(Reply, u64, u64), Refused>>,
 );
 
+/// Merged entries proposed but not yet applied. Measured on a 3-member cluster (64 connections, one machine):
+/// 2, with the batchers at 2 as well, gave no more writes per second than 1.
+const MERGE_IN_FLIGHT: usize = 1;
+
 /// On the leader: merges the batches of its own batcher and the batches forwarded by followers into one raft
 /// entry per round, so a round costs the leader one log flush however many members its writes came through.
 async fn merger(router: Router, mut rx: tokio::sync::mpsc::Receiver<LeaderWrite>) {
+    use futures::StreamExt;
     // The queue's sender lives in `Shared`, which this task holds too: the stop token ends it.
     let stop = router.shared.stop.clone();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
-        let first = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = rx.recv() => match p {
-                Some(p) => p,
-                None => return,
-            },
+        let first = if in_flight.len() < MERGE_IN_FLIGHT {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+            }
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = in_flight.next() => continue,
+            }
         };
         let mut n = first.0.0.len();
         let mut parts = vec![first];
@@ -149,26 +163,31 @@ async fn merger(router: Router, mut rx: tokio::sync::mpsc::Receiver<LeaderWrite>
                 Err(_) => break,
             }
         }
-        let mut cmds = Vec::with_capacity(n);
-        let mut lens = Vec::with_capacity(parts.len());
-        let mut txs = Vec::with_capacity(parts.len());
-        for (p, tx) in parts {
-            lens.push(p.0.len());
-            cmds.extend(p.0);
-            txs.push(tx);
-        }
-        match router.raft_write(Proposal(cmds)).await {
-            Ok((reply, index, term)) => {
-                let mut outcomes = reply.0.into_iter();
-                for (len, tx) in lens.into_iter().zip(txs) {
-                    let part = Reply(outcomes.by_ref().take(len).collect());
-                    let _ = tx.send(Ok((part, index, term)));
-                }
+        in_flight.push(merged_write(router.clone(), parts, n));
+    }
+}
+
+/// Proposes `parts` as one entry and hands each its share of the outcomes.
+async fn merged_write(router: Router, parts: Vec<LeaderWrite>, n: usize) {
+    let mut cmds = Vec::with_capacity(n);
+    let mut lens = Vec::with_capacity(parts.len());
+    let mut txs = Vec::with_capacity(parts.len());
+    for (p, tx) in parts {
+        lens.push(p.0.len());
+        cmds.extend(p.0);
+        txs.push(tx);
+    }
+    match router.raft_write(Proposal(cmds)).await {
+        Ok((reply, index, term)) => {
+            let mut outcomes = reply.0.into_iter();
+            for (len, tx) in lens.into_iter().zip(txs) {
+                let part = Reply(outcomes.by_ref().take(len).collect());
+                let _ = tx.send(Ok((part, index, term)));
             }
-            Err(e) => {
-                for tx in txs {
-                    let _ = tx.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for tx in txs {
+                let _ = tx.send(Err(e.clone()));
             }
         }
     }
