@@ -823,6 +823,14 @@ fn a_dead_member_is_replaced_and_quorum_losing_removals_are_refused() {
     let leader = c.agreed_leader(&[0, 1, 2]);
     let dead = (leader + 1) % 3;
     let healthy = (leader + 2) % 3;
+    let id = member_id(&c, leader, &c.members[healthy].name.clone());
+    let dead_id = member_id(&c, leader, &c.members[dead].name.clone());
+    let failures = |c: &Cluster| -> Option<u64> {
+        let s = json(&c.try_req(leader, "GET", "/v2/stats/leader", None).ok()?);
+        s["followers"][&dead_id]["counts"]["fail"].as_u64()
+    };
+    // Failures from before the kill (a peer still starting up) must not count as noticing it.
+    let before = failures(&c).unwrap_or(0);
     c.members[dead]
         .proc
         .as_mut()
@@ -830,16 +838,11 @@ fn a_dead_member_is_replaced_and_quorum_losing_removals_are_refused() {
         .kill9()
         .expect("kill");
     // Removing a healthy member now would leave one started member of two: refused.
-    let id = member_id(&c, leader, &c.members[healthy].name.clone());
-    let dead_id = member_id(&c, leader, &c.members[dead].name.clone());
     poll_until(
         "the leader notices the dead member",
         Duration::from_secs(20),
         Duration::from_millis(50),
-        || {
-            let s = json(&c.try_req(leader, "GET", "/v2/stats/leader", None).ok()?);
-            (s["followers"][&dead_id]["counts"]["fail"].as_u64()? > 0).then_some(())
-        },
+        || (failures(&c)? > before).then_some(()),
     )
     .expect("noticed");
     let r = c.req(leader, "DELETE", &format!("/v2/members/{id}"), None);
