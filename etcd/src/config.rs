@@ -20,10 +20,6 @@ const UNSUPPORTED: &[&str] = &[
     "wal-dir",
     "discovery-proxy",
     "discovery-srv",
-    "cert-file",
-    "key-file",
-    "client-cert-auth",
-    "trusted-ca-file",
     "auto-tls",
     "peer-cert-file",
     "peer-key-file",
@@ -228,6 +224,18 @@ pub struct Flags {
         default_value_t = 0
     )]
     pub proxy_read_timeout: u64,
+    /// Certificate (PEM) served on `https://` client URLs.
+    #[arg(long = "cert-file", env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long = "key-file", env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    #[arg(long = "trusted-ca-file", env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `--trusted-ca-file` on `https://` client URLs.
+    #[arg(long = "client-cert-auth", env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub client_cert_auth: bool,
     /// Print the version and exit.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub version: Option<bool>,
@@ -305,6 +313,11 @@ pub struct Settings {
     /// Bound peer listeners handed to [`crate::run`] (the binary binds `listen_peer_urls`; in-process
     /// single-member servers need none).
     pub peer_listeners: PeerListeners,
+    /// TLS for `https://` client URLs (`--cert-file` and friends).
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Addresses of the bound client listeners that speak TLS (the binary fills this in as it binds the
+    /// `https://` URLs of `listen_client_urls`).
+    pub https_listeners: Vec<std::net::SocketAddr>,
 }
 
 /// `--proxy`: whether this process is a member or a proxy of the cluster.
@@ -535,9 +548,11 @@ fn urls(flag: &'static str, list: &str) -> Result<Vec<url::Url>, ConfigError> {
                     why: "URL scheme must be http, https, unix, or unixs".into(),
                 });
             }
-            if u.scheme() != "http" {
+            let client = matches!(flag, "listen-client-urls" | "advertise-client-urls");
+            if u.scheme() != "http" && !(client && u.scheme() == "https") {
                 return Err(ConfigError::Unsupported(format!(
-                    "--{flag} {s}: only http URLs are supported yet"
+                    "--{flag} {s}: only http URLs are supported yet{}",
+                    if client { " (and https)" } else { "" }
                 )));
             }
             Ok(u)
@@ -565,6 +580,20 @@ impl Flags {
             return Err(ConfigError::Unsupported(
                 "--listen-client-urls is empty".into(),
             ));
+        }
+        let client_tls = crate::tls::server_config(&crate::tls::ClientTlsFlags {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+        })
+        .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
+        if client_tls.is_none()
+            && let Some(u) = listen.iter().find(|u| u.scheme() == "https")
+        {
+            return Err(ConfigError::Unsupported(format!(
+                "--listen-client-urls {u}: https needs --cert-file and --key-file"
+            )));
         }
         let advertise: Vec<String> = urls("advertise-client-urls", &self.advertise_client_urls)?
             .iter()
@@ -684,6 +713,8 @@ impl Flags {
             join_existing,
             strict_reconfig: self.strict_reconfig_check,
             peer_listeners: PeerListeners::default(),
+            client_tls,
+            https_listeners: Vec::new(),
             discovery: self.discovery.clone(),
             discovery_fallback_exit: self.discovery_fallback == "exit",
             proxy,

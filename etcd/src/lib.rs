@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod raft;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod v3;
 
 use std::sync::Arc;
@@ -347,6 +348,15 @@ pub async fn run(
     for listener in listeners {
         let router = client_router(app.clone());
         let token = shutdown.clone();
+        let tls = listener
+            .local_addr()
+            .ok()
+            .filter(|a| settings.https_listeners.contains(a))
+            .and(settings.client_tls.clone());
+        if let Some(config) = tls {
+            tracker.spawn(tls::serve(listener, router, config, token));
+            continue;
+        }
         tracker.spawn(async move {
             let addr = listener.local_addr().ok();
             // gRPC replies are several small HTTP/2 frames: without TCP_NODELAY, Nagle's algorithm holds the

@@ -42,6 +42,9 @@ pub enum ProxyError {
     /// The cluster file or the discovery registry gave no usable peer URLs.
     #[error("proxy: {0}")]
     Cluster(String),
+    /// Something the proxy does not do yet.
+    #[error("proxy: {0}")]
+    Unsupported(String),
 }
 
 /// The cluster file, as etcd writes it.
@@ -272,6 +275,11 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
+    if !settings.https_listeners.is_empty() {
+        return Err(ProxyError::Unsupported(
+            "https client URLs are not supported in proxy mode yet".into(),
+        ));
+    }
     tracing::warn!("proxy: this proxy supports v2 API only!");
     let file = cluster_file(&settings.data_dir);
     let mut peers = if file.is_file() {

@@ -29,7 +29,13 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let mut listeners = Vec::new();
         for u in &settings.listen_client_urls {
-            listeners.extend(bind(u, 2379).await?);
+            let bound = bind(u, 2379).await?;
+            if u.scheme() == "https" {
+                for l in &bound {
+                    settings.https_listeners.push(l.local_addr()?);
+                }
+            }
+            listeners.extend(bound);
         }
         let mut peers = Vec::new();
         // A proxy has no peer port (etcd's does not listen on --listen-peer-urls either), unless its data

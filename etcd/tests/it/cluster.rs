@@ -1163,18 +1163,32 @@ fn etcdctl_v3(c: &Cluster, via: usize, args: &[&str]) -> (bool, String, String) 
 fn debians_v3_etcdctl_lists_adds_promotes_and_removes_members() {
     let mut c = Cluster::start_first(4, 3);
 
-    let (ok, out, err) = etcdctl_v3(&c, 1, &["member", "list", "-w", "json"]);
-    assert!(ok, "member list: {err}");
+    // Each member publishes its name through the log when it starts: wait until member 1 applied all three.
+    let names = |out: &str| -> Vec<String> {
+        let list: Value = serde_json::from_str(out).unwrap_or_default();
+        let mut names: Vec<String> = list["members"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let out = poll_until(
+        "every member named in the list",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let (ok, out, _) = etcdctl_v3(&c, 1, &["member", "list", "-w", "json"]);
+            (ok && names(&out) == ["m1", "m2", "m3"]).then_some(out)
+        },
+    )
+    .expect("member list");
     let list: Value = serde_json::from_str(&out).expect("member list json");
     assert_ne!(list["header"]["cluster_id"].as_u64(), Some(0), "{out}");
-    let mut names: Vec<&str> = list["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .filter_map(|m| m["name"].as_str())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["m1", "m2", "m3"], "{out}");
 
     // Add: etcdctl prints the settings to start the new member with; it joins and shows in the list.
     let peer = c.members[3].peer_url();

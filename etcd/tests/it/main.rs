@@ -10,6 +10,7 @@ mod etcdctl_v3;
 mod linearizability;
 mod proxy;
 mod support;
+mod tls;
 mod v3_cross;
 mod v3_etcd_client;
 mod v3_etcdctl;
