@@ -1,8 +1,50 @@
-//! A small blocking HTTP/1.1 client, enough for the v2 API (form bodies, chunked long polls).
+//! A small blocking HTTP/1.1 client, enough for the v2 API (form bodies, chunked long polls), over plain TCP or
+//! TLS (rustls) for `https://` endpoints.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// TLS settings for `https://` endpoints: the CA to trust and, optionally, a client certificate.
+#[derive(Clone)]
+pub struct Tls(Arc<rustls::ClientConfig>);
+
+impl Tls {
+    /// From etcdctl's `--ca-file`, `--cert-file` and `--key-file`.
+    pub fn new(ca: &Path, cert_key: Option<(&Path, &Path)>) -> Result<Tls, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let read = |p: &Path| {
+            CertificateDer::pem_file_iter(p)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        for c in read(ca)? {
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let mut config = match cert_key {
+            Some((cert, key)) => {
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("{}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(read(cert)?, key)
+                    .map_err(|e| e.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls(Arc::new(config)))
+    }
+}
 
 /// A complete HTTP response.
 #[derive(Debug, Clone)]
@@ -68,6 +110,19 @@ pub fn request_with(
     extra_headers: Option<&str>,
     timeout: Option<Duration>,
 ) -> std::io::Result<Response> {
+    request_tls(addr, None, method, target, body, extra_headers, timeout)
+}
+
+/// [`request_with`], over TLS when `tls` is given.
+pub fn request_tls(
+    addr: &str,
+    tls: Option<&Tls>,
+    method: &str,
+    target: &str,
+    body: Option<(&str, &str)>,
+    extra_headers: Option<&str>,
+    timeout: Option<Duration>,
+) -> std::io::Result<Response> {
     let mut stream = match timeout {
         Some(t) => {
             let mut last = None;
@@ -89,6 +144,35 @@ pub fn request_with(
     };
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(timeout)?;
+    let req = request_text(addr, method, target, body, extra_headers);
+    match tls {
+        None => {
+            stream.write_all(req.as_bytes())?;
+            read_response(BufReader::new(stream), method == "HEAD")
+        }
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|e| bad(&format!("server name {host}: {e}")))?;
+            let conn = rustls::ClientConnection::new(tls.0.clone(), name)
+                .map_err(std::io::Error::other)?;
+            let mut stream = rustls::StreamOwned::new(conn, stream);
+            stream.write_all(req.as_bytes())?;
+            stream.flush()?;
+            read_response(BufReader::new(stream), method == "HEAD")
+        }
+    }
+}
+
+/// The request head and body.
+fn request_text(
+    addr: &str,
+    method: &str,
+    target: &str,
+    body: Option<(&str, &str)>,
+    extra_headers: Option<&str>,
+) -> String {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(h) = extra_headers {
         req.push_str(h);
@@ -100,8 +184,7 @@ pub fn request_with(
         )),
         None => req.push_str("\r\n"),
     }
-    stream.write_all(req.as_bytes())?;
-    read_response(BufReader::new(stream), method == "HEAD")
+    req
 }
 
 fn bad(msg: &str) -> std::io::Error {

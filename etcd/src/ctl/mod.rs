@@ -50,6 +50,9 @@ pub struct Global {
     timeout: Duration,
     auth: Option<String>,
     debug: bool,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
 }
 
 /// Parsed command-line: global options, command words, command flags and positional arguments.
@@ -142,6 +145,9 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
         timeout: Duration::from_secs(2),
         auth: env("ETCDCTL_USERNAME"),
         debug: false,
+        ca_file: env("ETCDCTL_CA_FILE"),
+        cert_file: env("ETCDCTL_CERT_FILE"),
+        key_file: env("ETCDCTL_KEY_FILE"),
     };
     let mut command = Vec::new();
     let mut flags = Vec::new();
@@ -198,7 +204,10 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
                     | "insecure-discovery"
                     | "insecure-skip-tls-verify" => {}
                     "username" | "u" => global.auth = Some(v),
-                    "cert-file" | "key-file" | "ca-file" | "discovery-srv" | "D" => {
+                    "ca-file" => global.ca_file = Some(v),
+                    "cert-file" => global.cert_file = Some(v),
+                    "key-file" => global.key_file = Some(v),
+                    "discovery-srv" | "D" => {
                         return Err(fail(
                             EXIT_BAD_ARGS,
                             format!("--{name} is not supported by this etcdctl yet"),
@@ -261,6 +270,8 @@ struct Conn {
     timeout: Duration,
     auth: Option<String>,
     debug: bool,
+    /// For `https://` endpoints (`--ca-file`, `--cert-file`, `--key-file`).
+    tls: Option<client::Tls>,
 }
 
 fn basic_auth(userpass: &str) -> String {
@@ -297,6 +308,34 @@ mod base64_lite {
 }
 
 impl Conn {
+    /// One request to one endpoint, over TLS for `https://` ones.
+    fn send(
+        &self,
+        endpoint: &str,
+        method: &str,
+        target: &str,
+        body: Option<(&str, &str)>,
+        headers: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<Response> {
+        let tls = if endpoint.starts_with("https://") {
+            Some(self.tls.as_ref().ok_or_else(|| {
+                std::io::Error::other(format!("{endpoint}: an https endpoint needs --ca-file"))
+            })?)
+        } else {
+            None
+        };
+        client::request_tls(
+            &client::authority(endpoint),
+            tls,
+            method,
+            target,
+            body,
+            headers,
+            timeout,
+        )
+    }
+
     fn request(
         &self,
         method: &str,
@@ -314,14 +353,7 @@ impl Conn {
                     ep.trim_end_matches('/')
                 );
             }
-            match client::request_with(
-                &client::authority(ep),
-                method,
-                target,
-                body,
-                headers.as_deref(),
-                timeout,
-            ) {
+            match self.send(ep, method, target, body, headers.as_deref(), timeout) {
                 Ok(r) => return Ok(r),
                 Err(e) => errors.push(format!("error #{i}: {e}")),
             }
@@ -482,11 +514,37 @@ fn dispatch(
         }
         _ => {}
     }
+    let tls = match (&p.global.ca_file, &p.global.cert_file, &p.global.key_file) {
+        (None, None, None) => None,
+        (Some(ca), cert, key) => {
+            let pair = match (cert, key) {
+                (Some(c), Some(k)) => Some((std::path::Path::new(c), std::path::Path::new(k))),
+                (None, None) => None,
+                _ => {
+                    return Err(fail(
+                        EXIT_BAD_ARGS,
+                        "--cert-file and --key-file go together",
+                    ));
+                }
+            };
+            Some(
+                client::Tls::new(std::path::Path::new(ca), pair)
+                    .map_err(|e| fail(EXIT_BAD_ARGS, e))?,
+            )
+        }
+        (None, _, _) => {
+            return Err(fail(
+                EXIT_BAD_ARGS,
+                "--cert-file/--key-file need --ca-file (the CA that signed the server)",
+            ));
+        }
+    };
     let mut conn = Conn {
         endpoints: p.global.endpoints.clone(),
         timeout: p.global.timeout,
         auth: p.global.auth.clone(),
         debug: p.global.debug,
+        tls,
     };
     if !p.global.no_sync {
         conn.sync()?;
@@ -841,13 +899,7 @@ fn cluster_health(conn: &Conn, out: &mut dyn Write) -> Result<i32, Failure> {
             .collect();
         let mut verdict = None;
         for u in &urls {
-            if let Ok(r) = client::request(
-                &client::authority(u),
-                "GET",
-                "/health",
-                None,
-                Some(conn.timeout),
-            ) {
+            if let Ok(r) = conn.send(u, "GET", "/health", None, None, Some(conn.timeout)) {
                 let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                 let ok = v["health"] == "true" || v["health"] == true;
                 verdict = Some((ok, u.clone()));

@@ -287,6 +287,54 @@ fn clients_with_a_trusted_certificate_are_served_over_https_and_others_are_refus
     assert!(ok, "v3 get: {err}");
     assert_eq!(out, "v3key\nv3value\n");
 
+    // Our etcdctl (v2 mode), with etcdctl's flags: the same output as Debian's.
+    let ours = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_etcdctl"))
+            .args(args)
+            .current_dir(&certs)
+            .output()
+            .expect("our etcdctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let tls_v2 = [
+        "--endpoints",
+        &ep,
+        "--ca-file",
+        "ca.crt",
+        "--cert-file",
+        "client.crt",
+        "--key-file",
+        "client.key",
+    ];
+    let (ok, out, err) = ours(&[&tls_v2[..], &["set", "/ours", "over-tls"]].concat());
+    assert!(ok, "our etcdctl set: {err}");
+    assert_eq!(out, "over-tls\n");
+    let (ok, out, err) = ours(&[&tls_v2[..], &["get", "/tls"]].concat());
+    assert!(ok, "our etcdctl get: {err}");
+    assert_eq!(out, "secret\n");
+    let (ok, debian, _) = etcdctl(&certs, "2", &[&tls_v2[..], &["ls", "/"]].concat());
+    assert!(ok);
+    let (ok, out, _) = ours(&[&tls_v2[..], &["ls", "/"]].concat());
+    assert!(ok);
+    assert_eq!(out, debian);
+    let (ok, _, _) = ours(&[
+        "--endpoints",
+        &ep,
+        "--ca-file",
+        "ca.crt",
+        "--cert-file",
+        "intruder.crt",
+        "--key-file",
+        "intruder.key",
+        "get",
+        "/tls",
+    ]);
+    assert!(!ok, "our etcdctl with an untrusted certificate was served");
+
     // Refused: no client certificate, one from another CA, a client that does not trust the server, plain
     // HTTP on the TLS port.
     let (ok, _) = curl(&certs, s.port, &["--cacert", "ca.crt"], "/v2/keys/tls");
