@@ -291,6 +291,109 @@ impl Auth {
     }
 }
 
+/// A role as etcd 3.4 serves it (field order matters to byte-exact clients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleView<'a> {
+    /// The name.
+    pub role: &'a str,
+    /// `{"kv": {...}}`.
+    pub permissions: KvView<'a>,
+}
+
+/// The `permissions` object of a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KvView<'a> {
+    /// Read and write patterns.
+    pub kv: RwView<'a>,
+}
+
+/// Read and write patterns of a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RwView<'a> {
+    /// Readable patterns.
+    pub read: Vec<&'a str>,
+    /// Writable patterns.
+    pub write: Vec<&'a str>,
+}
+
+/// A user with its roles expanded, as etcd 3.4 serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserView<'a> {
+    /// The name.
+    pub user: &'a str,
+    /// Expanded roles; etcd omits the field when none is left.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleView<'a>>,
+}
+
+/// The body of `GET /v2/auth/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsersView<'a> {
+    /// Users in name order.
+    pub users: Vec<UserView<'a>>,
+}
+
+/// The body of `GET /v2/auth/roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolesView<'a> {
+    /// Roles in name order.
+    pub roles: Vec<RoleView<'a>>,
+}
+
+impl Auth {
+    /// A role as etcd 3.4 serves it; `root` is built in with full access.
+    pub fn role_view<'a>(&'a self, name: &'a str) -> Option<RoleView<'a>> {
+        let (read, write) = if name == ROOT_ROLE {
+            (vec!["/*"], vec!["/*"])
+        } else {
+            let p = self.roles.get(name)?;
+            (
+                p.read.iter().map(String::as_str).collect(),
+                p.write.iter().map(String::as_str).collect(),
+            )
+        };
+        Some(RoleView {
+            role: name,
+            permissions: KvView {
+                kv: RwView { read, write },
+            },
+        })
+    }
+
+    /// `GET /v2/auth/roles`: every role in name order, root included.
+    pub fn roles_view(&self) -> RolesView<'_> {
+        let mut names: BTreeSet<&str> = self.roles.keys().map(String::as_str).collect();
+        names.insert(ROOT_ROLE);
+        let roles = names
+            .into_iter()
+            .filter_map(|n| self.role_view(n))
+            .collect();
+        RolesView { roles }
+    }
+
+    /// One user with its roles expanded, as in `GET /v2/auth/users[/name]`; roles that no longer exist are left
+    /// out, as etcd 3.4 does (observed).
+    pub fn user_view<'a>(&'a self, name: &'a str) -> Option<UserView<'a>> {
+        let user = self.users.get(name)?;
+        let roles = user
+            .roles
+            .iter()
+            .filter_map(|r| self.role_view(r))
+            .collect();
+        Some(UserView { user: name, roles })
+    }
+
+    /// `GET /v2/auth/users`: every user in name order.
+    pub fn users_view(&self) -> UsersView<'_> {
+        let users = self
+            .users
+            .keys()
+            .filter_map(|n| self.user_view(n))
+            .collect();
+        UsersView { users }
+    }
+}
+
 /// etcd's `simpleMatch`: a trailing `*` matches any suffix, otherwise the key must be equal.
 fn simple_match(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -500,6 +603,28 @@ mod tests {
             create: false,
         };
         assert_eq!(a.apply(&grant), Err(AuthError::RoleMissing("gone".into())));
+    }
+
+    #[test]
+    fn listings_match_etcd_bodies() {
+        let mut a = Auth::default();
+        a.apply(&user("root", &[])).unwrap();
+        a.apply(&AuthOp::PutRole {
+            name: "app".into(),
+            grant: perms(&["/app/*"], &["/app/*"]),
+            revoke: Permissions::default(),
+            create: true,
+        })
+        .unwrap();
+        a.apply(&user("alice", &["app"])).unwrap();
+        a.apply(&user("bob", &["nope"])).unwrap();
+        // Bodies recorded from Debian's etcd 3.4 for the same sequence.
+        let users = r#"{"users":[{"user":"alice","roles":[{"role":"app","permissions":{"kv":{"read":["/app/*"],"write":["/app/*"]}}}]},{"user":"bob"},{"user":"root","roles":[{"role":"root","permissions":{"kv":{"read":["/*"],"write":["/*"]}}}]}]}"#;
+        let roles = r#"{"roles":[{"role":"app","permissions":{"kv":{"read":["/app/*"],"write":["/app/*"]}}},{"role":"root","permissions":{"kv":{"read":["/*"],"write":["/*"]}}}]}"#;
+        let got = serde_json::to_string(&a.users_view()).unwrap();
+        assert_eq!(got, users);
+        let got = serde_json::to_string(&a.roles_view()).unwrap();
+        assert_eq!(got, roles);
     }
 
     #[test]
