@@ -2,6 +2,7 @@
 //!
 //! Every change arrives as a [`Command`] stamped with the proposer's clock, so all members compute the same result.
 
+pub mod auth;
 pub mod error;
 pub mod event;
 pub mod history;
