@@ -147,19 +147,29 @@ fn initial_cluster(
 }
 
 /// The cluster a registry holds (the first `size` registrations as `--initial-cluster`), for a proxy: etcd's
-/// `GetCluster`, used when `--proxy` is on with `--discovery` or a member falls back to a proxy.
-pub fn registered_cluster(url: &str) -> Result<String, DiscoveryError> {
-    let reg = Registry::parse(url)?;
-    let short = Duration::from_secs(10);
-    let r = reg.request("GET", &format!("{}/_config/size", reg.prefix), None, short);
+/// The registry's `_config/size`.
+fn cluster_size(reg: &Registry, timeout: Duration) -> Result<usize, DiscoveryError> {
+    let r = reg.request(
+        "GET",
+        &format!("{}/_config/size", reg.prefix),
+        None,
+        timeout,
+    );
     if r.status != 200 {
         return Err(etcd_error(&r));
     }
     let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    let size: usize = v["node"]["value"]
+    v["node"]["value"]
         .as_str()
         .and_then(|s| s.parse().ok())
-        .ok_or(DiscoveryError::BadSize)?;
+        .ok_or(DiscoveryError::BadSize)
+}
+
+/// `GetCluster`, used when `--proxy` is on with `--discovery` or a member falls back to a proxy.
+pub fn registered_cluster(url: &str) -> Result<String, DiscoveryError> {
+    let reg = Registry::parse(url)?;
+    let short = Duration::from_secs(10);
+    let size = cluster_size(&reg, short)?;
     let r = reg.request(
         "GET",
         &format!("{}?recursive=true", reg.prefix),
@@ -188,15 +198,7 @@ pub fn discover(
 ) -> Result<String, DiscoveryError> {
     let reg = Registry::parse(url)?;
     let short = Duration::from_secs(10);
-    let r = reg.request("GET", &format!("{}/_config/size", reg.prefix), None, short);
-    if r.status != 200 {
-        return Err(etcd_error(&r));
-    }
-    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    let size: usize = v["node"]["value"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or(DiscoveryError::BadSize)?;
+    let size = cluster_size(&reg, short)?;
     let me = format!("{id:x}");
     // Full before registering: do not add an entry nobody will use.
     let r = reg.request("GET", &reg.prefix, None, short);

@@ -314,6 +314,8 @@ fn serves_every_listen_client_url() {
             "ETCD_LISTEN_CLIENT_URLS",
             format!("http://127.0.0.1:{p1},http://127.0.0.1:{p2}"),
         )
+        // Not etcd's default localhost:2380, which other tests' servers must not collide with.
+        .env("ETCD_LISTEN_PEER_URLS", "http://127.0.0.1:0")
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("etcd");

@@ -82,6 +82,9 @@ fn foreign_and_mismatched_data_dirs_are_refused() {
             &dir.path().join("data").display().to_string(),
             "--listen-client-urls",
             "http://127.0.0.1:0",
+            // Not etcd's default localhost:2380, which another server on this machine may hold.
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
         ])
         .output()
         .expect("run etcd");
@@ -101,6 +104,8 @@ fn foreign_and_mismatched_data_dirs_are_refused() {
             &data.display().to_string(),
             "--listen-client-urls",
             &format!("http://127.0.0.1:{}", free_port()),
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
         ])
         .output()
         .expect("run etcd");
@@ -124,6 +129,8 @@ fn corrupt_data_dir_is_refused() {
             &dir.path().join("data").display().to_string(),
             "-listen-client-urls",
             &format!("http://127.0.0.1:{}", free_port()),
+            "-listen-peer-urls",
+            "http://127.0.0.1:0",
         ])
         .output()
         .expect("run etcd");

@@ -250,10 +250,8 @@ fn clients_with_a_trusted_certificate_are_served_over_https_and_others_are_refus
     );
     assert!(ok, "v2 get: {err}");
     assert_eq!(out, "secret\n");
-    let (ok, _, err) = etcdctl(
-        &certs,
-        "3",
-        &[
+    let v3 = |args: &[&str]| {
+        let tls = [
             "--endpoints",
             &ep,
             "--cacert",
@@ -262,28 +260,12 @@ fn clients_with_a_trusted_certificate_are_served_over_https_and_others_are_refus
             "client.crt",
             "--key",
             "client.key",
-            "put",
-            "v3key",
-            "v3value",
-        ],
-    );
+        ];
+        etcdctl(&certs, "3", &[&tls[..], args].concat())
+    };
+    let (ok, _, err) = v3(&["put", "v3key", "v3value"]);
     assert!(ok, "v3 put: {err}");
-    let (ok, out, err) = etcdctl(
-        &certs,
-        "3",
-        &[
-            "--endpoints",
-            &ep,
-            "--cacert",
-            "ca.crt",
-            "--cert",
-            "client.crt",
-            "--key",
-            "client.key",
-            "get",
-            "v3key",
-        ],
-    );
+    let (ok, out, err) = v3(&["get", "v3key"]);
     assert!(ok, "v3 get: {err}");
     assert_eq!(out, "v3key\nv3value\n");
 
