@@ -21,10 +21,6 @@ const UNSUPPORTED: &[&str] = &[
     "discovery-proxy",
     "discovery-srv",
     "auto-tls",
-    "peer-cert-file",
-    "peer-key-file",
-    "peer-client-cert-auth",
-    "peer-trusted-ca-file",
     "peer-auto-tls",
     "cors",
     "quota-backend-bytes",
@@ -236,6 +232,18 @@ pub struct Flags {
     /// Require a client certificate signed by `--trusted-ca-file` on `https://` client URLs.
     #[arg(long = "client-cert-auth", env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub client_cert_auth: bool,
+    /// Certificate (PEM) served on `https://` peer URLs and presented to `https://` peers.
+    #[arg(long = "peer-cert-file", env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long = "peer-key-file", env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that peers' certificates must chain to (both directions).
+    #[arg(long = "peer-trusted-ca-file", env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require a peer certificate signed by `--peer-trusted-ca-file` on `https://` peer URLs.
+    #[arg(long = "peer-client-cert-auth", env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub peer_client_cert_auth: bool,
     /// Print the version and exit.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub version: Option<bool>,
@@ -318,6 +326,13 @@ pub struct Settings {
     /// Addresses of the bound client listeners that speak TLS (the binary fills this in as it binds the
     /// `https://` URLs of `listen_client_urls`).
     pub https_listeners: Vec<std::net::SocketAddr>,
+    /// TLS for `https://` peer URLs (`--peer-cert-file` and friends): served on them, used towards them.
+    pub peer_tls: Option<crate::tls::PeerTls>,
+    /// Addresses of the bound peer listeners that speak TLS (the `https://` URLs of `listen_peer_urls`).
+    pub https_peer_listeners: Vec<std::net::SocketAddr>,
+    /// A proxy's TLS towards `https://` members (from the client TLS files, else the peer ones); `None`
+    /// without either (the system's CA bundle is trusted then).
+    pub proxy_client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// `--proxy`: whether this process is a member or a proxy of the cluster.
@@ -455,6 +470,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
         let s = a.to_string_lossy();
         if let Some(name) = s.strip_prefix("--") {
             let name = name.split('=').next().unwrap_or("");
+            if let Some(kind) = name.strip_suffix("auto-tls") {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "flag --{name} is not supported: this server does not generate self-signed certificates; give --{kind}cert-file and --{kind}key-file\n"
+                    ),
+                ));
+            }
             if UNSUPPORTED.contains(&name) || name.starts_with("experimental-") {
                 return Err(clap::Error::raw(
                     clap::error::ErrorKind::ArgumentConflict,
@@ -548,16 +571,25 @@ fn urls(flag: &'static str, list: &str) -> Result<Vec<url::Url>, ConfigError> {
                     why: "URL scheme must be http, https, unix, or unixs".into(),
                 });
             }
-            let client = matches!(flag, "listen-client-urls" | "advertise-client-urls");
-            if u.scheme() != "http" && !(client && u.scheme() == "https") {
+            if !matches!(u.scheme(), "http" | "https") {
                 return Err(ConfigError::Unsupported(format!(
-                    "--{flag} {s}: only http URLs are supported yet{}",
-                    if client { " (and https)" } else { "" }
+                    "--{flag} {s}: only http and https URLs are supported yet"
                 )));
             }
             Ok(u)
         })
         .collect()
+}
+
+fn proxy_mode(p: &str) -> Result<ProxyMode, ConfigError> {
+    match p {
+        "off" => Ok(ProxyMode::Off),
+        "on" => Ok(ProxyMode::On),
+        "readonly" => Ok(ProxyMode::Readonly),
+        p => Err(ConfigError::Unsupported(format!(
+            "--proxy {p:?}: must be off, on or readonly"
+        ))),
+    }
 }
 
 fn url_string(u: &url::Url) -> String {
@@ -600,6 +632,36 @@ impl Flags {
             .map(url_string)
             .collect();
         let listen_peer_urls = urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let peer_flags = crate::tls::ClientTlsFlags {
+            cert_file: self.peer_cert_file.clone(),
+            key_file: self.peer_key_file.clone(),
+            trusted_ca_file: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth,
+        };
+        let peer_tls = crate::tls::peer_config(&peer_flags)
+            .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
+        let proxy_client_tls = crate::tls::proxy_client_config(
+            &crate::tls::ClientTlsFlags {
+                cert_file: self.cert_file.clone(),
+                key_file: self.key_file.clone(),
+                trusted_ca_file: self.trusted_ca_file.clone(),
+                client_cert_auth: self.client_cert_auth,
+            },
+            &peer_flags,
+        )
+        .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
+        // A proxy does not listen on the peer URLs.
+        if peer_tls.is_none()
+            && proxy_mode(&self.proxy)? == ProxyMode::Off
+            && let Some(u) = listen_peer_urls.iter().find(|u| u.scheme() == "https")
+        {
+            // etcd's words.
+            return Err(ConfigError::Unsupported(format!(
+                "cannot listen on TLS for {}:{}: KeyFile and CertFile are not presented (--peer-cert-file, --peer-key-file)",
+                u.host_str().unwrap_or(""),
+                u.port_or_known_default().unwrap_or(2380)
+            )));
+        }
         let own_peers: Vec<String> = urls(
             "initial-advertise-peer-urls",
             &self.initial_advertise_peer_urls,
@@ -630,16 +692,7 @@ impl Flags {
             .clone()
             .unwrap_or_else(|| format!("{}={}", self.name, own_peers.join(",")));
         let members = parse_initial_cluster(&initial)?;
-        let proxy = match self.proxy.as_str() {
-            "off" => ProxyMode::Off,
-            "on" => ProxyMode::On,
-            "readonly" => ProxyMode::Readonly,
-            p => {
-                return Err(ConfigError::Unsupported(format!(
-                    "--proxy {p:?}: must be off, on or readonly"
-                )));
-            }
-        };
+        let proxy = proxy_mode(&self.proxy)?;
         let ms = Duration::from_millis;
         let proxy_timing = ProxyTiming {
             failure_wait: ms(self.proxy_failure_wait),
@@ -715,6 +768,9 @@ impl Flags {
             peer_listeners: PeerListeners::default(),
             client_tls,
             https_listeners: Vec::new(),
+            peer_tls,
+            https_peer_listeners: Vec::new(),
+            proxy_client_tls,
             discovery: self.discovery.clone(),
             discovery_fallback_exit: self.discovery_fallback == "exit",
             proxy,

@@ -198,7 +198,8 @@ async fn resolve_joining_identity<B: Backend>(b: &B, s: &mut Settings) -> Result
         .filter(|urls| **urls != s.peer_urls)
         .filter_map(|urls| urls.first().cloned())
         .collect();
-    let (member, cluster) = raft::discover_identity(&peers, &s.peer_urls, s.election * 30)
+    let tls = s.peer_tls.as_ref().map(|t| t.client.clone());
+    let (member, cluster) = raft::discover_identity(&peers, &s.peer_urls, s.election * 30, &tls)
         .await
         .map_err(RunError::Identity)?;
     s.member_id = member;
@@ -324,9 +325,23 @@ pub async fn run(
         initial_members: settings.initial_members.clone(),
         join_existing: settings.join_existing,
         strict_reconfig: settings.strict_reconfig,
+        peer_tls: settings.peer_tls.as_ref().map(|t| t.client.clone()),
     };
     let node = raft::RaftNode::start(params, backend.clone(), kv).await?;
-    node.serve_peers(settings.peer_listeners.take())
+    let peer_listeners = settings
+        .peer_listeners
+        .take()
+        .into_iter()
+        .map(|l| {
+            let tls = l
+                .local_addr()
+                .ok()
+                .filter(|a| settings.https_peer_listeners.contains(a))
+                .and(settings.peer_tls.as_ref().map(|t| t.server.clone()));
+            (l, tls)
+        })
+        .collect();
+    node.serve_peers(peer_listeners)
         .map_err(|e| RunError::Internal(format!("serving the peer listeners: {e}")))?;
     let wait = settings.election * 5;
     let attrs = raft::Attributes {

@@ -5,6 +5,10 @@
 //! `GET /members` on their peer URLs; both are tried. It is refreshed every `--proxy-refresh-interval`, and the
 //! peer URLs it names are written back to the cluster file (etcd does both), so the proxy follows membership
 //! changes across restarts. An endpoint that fails is skipped for `--proxy-failure-wait`.
+//!
+//! TLS as etcd's proxy does it: `https://` listen URLs serve `--cert-file`; requests to `https://` members
+//! verify them against `--trusted-ca-file` and present `--cert-file` (the `--peer-*` files when no client ones
+//! are given); the member list is fetched from `https://` peers with the peer TLS files.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +23,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -154,11 +157,16 @@ impl Directory {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<crate::tls::Connector, Full<Bytes>>;
 
 struct Proxy {
     directory: Directory,
+    /// To the members' client URLs.
     client: HttpClient,
+    /// To Go etcd's peer URLs (`GET /members`).
+    peer_client: HttpClient,
+    /// To our members' peer URLs (the peer transport).
+    peer_tls: crate::raft::PeerClientTls,
     readonly: bool,
     timing: ProxyTiming,
     max_body: usize,
@@ -176,12 +184,12 @@ struct PeerMember {
 
 /// The members' (peer URLs, client URLs), from the first peer that answers.
 async fn fetch_members(
-    client: &HttpClient,
+    proxy: &Proxy,
     peers: &[String],
     timeout: Duration,
 ) -> Option<Vec<(Vec<String>, Vec<String>)>> {
     for p in peers {
-        match crate::raft::cluster_members(p, timeout).await {
+        match crate::raft::cluster_members(p, timeout, &proxy.peer_tls).await {
             Ok((_, members)) => {
                 return Some(
                     members
@@ -192,7 +200,7 @@ async fn fetch_members(
             }
             Err(e) => tracing::debug!(peer = %p, "proxy: cluster info: {e}"),
         }
-        match etcd_members(client, p, timeout).await {
+        match etcd_members(&proxy.peer_client, p, timeout).await {
             Ok(members) => {
                 return Some(
                     members
@@ -237,7 +245,7 @@ async fn etcd_members(
 /// Asks the peers for the members; updates the endpoints and, when the peer URLs changed, the cluster file.
 async fn refresh(proxy: &Proxy, peers: &mut Vec<String>, file: &Path) {
     let timeout = proxy.timing.dial.max(Duration::from_millis(500)) * 2;
-    let Some(members) = fetch_members(&proxy.client, peers, timeout).await else {
+    let Some(members) = fetch_members(proxy, peers, timeout).await else {
         tracing::warn!(
             "proxy: no member answered at {}; keeping the endpoints",
             peers.join(",")
@@ -275,11 +283,6 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
-    if !settings.https_listeners.is_empty() {
-        return Err(ProxyError::Unsupported(
-            "https client URLs are not supported in proxy mode yet".into(),
-        ));
-    }
     tracing::warn!("proxy: this proxy supports v2 API only!");
     let file = cluster_file(&settings.data_dir);
     let mut peers = if file.is_file() {
@@ -324,14 +327,30 @@ pub async fn run(
             "no peer URLs to ask for the cluster".into(),
         ));
     }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    if !settings.proxy_timing.dial.is_zero() {
-        connector.set_connect_timeout(Some(settings.proxy_timing.dial));
-    }
+    let dial = Some(settings.proxy_timing.dial).filter(|d| !d.is_zero());
+    let http1 = [&b"http/1.1"[..]];
+    let upstream = match &settings.proxy_client_tls {
+        Some(c) => c.clone(),
+        None => crate::tls::client_config(&crate::tls::Trust::System, None, &http1)
+            .map_err(|e| ProxyError::Unsupported(e.to_string()))?,
+    };
+    let peer_tls = settings.peer_tls.as_ref().map(|t| t.client.clone());
+    // The peer configuration offers h2 (for the peer transport); `GET /members` is asked over HTTP/1.1.
+    let peer_http1 = match &peer_tls {
+        Some(c) => {
+            let mut c = rustls::ClientConfig::clone(c);
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(c)
+        }
+        None => upstream.clone(),
+    };
+    let client =
+        |tls| Client::builder(TokioExecutor::new()).build(crate::tls::Connector::new(tls, dial));
     let proxy = Arc::new(Proxy {
         directory: Directory::default(),
-        client: Client::builder(TokioExecutor::new()).build(connector),
+        client: client(upstream),
+        peer_client: client(peer_http1),
+        peer_tls,
         readonly: settings.proxy == ProxyMode::Readonly,
         timing: settings.proxy_timing,
         max_body: settings.max_body_bytes,
@@ -364,6 +383,15 @@ pub async fn run(
             .fallback(forward)
             .with_state(proxy.clone());
         let token = shutdown.clone();
+        let tls = listener
+            .local_addr()
+            .ok()
+            .filter(|a| settings.https_listeners.contains(a))
+            .and(settings.client_tls.clone());
+        if let Some(config) = tls {
+            tracker.spawn(crate::tls::serve(listener, router, config, token));
+            continue;
+        }
         tracker.spawn(async move {
             let addr = listener.local_addr().ok();
             if let Err(e) = axum::serve(listener, router)

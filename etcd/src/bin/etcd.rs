@@ -49,6 +49,9 @@ fn main() -> anyhow::Result<()> {
         };
         for u in &peer_urls {
             for l in bind(u, 2380).await? {
+                if u.scheme() == "https" {
+                    settings.https_peer_listeners.push(l.local_addr()?);
+                }
                 peers.push(l.into_std().context("peer listener")?);
             }
         }

@@ -7,42 +7,35 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// TLS settings for `https://` endpoints: the CA to trust and, optionally, a client certificate.
 #[derive(Clone)]
 pub struct Tls(Arc<rustls::ClientConfig>);
 
 impl Tls {
-    /// From etcdctl's `--ca-file`, `--cert-file` and `--key-file`.
-    pub fn new(ca: &Path, cert_key: Option<(&Path, &Path)>) -> Result<Tls, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        let read = |p: &Path| {
-            CertificateDer::pem_file_iter(p)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", p.display()))
+    /// From etcdctl's `--ca-file`, `--cert-file` and `--key-file`; without a CA file the system's CA bundle is
+    /// trusted (as Go's etcdctl does), and `skip_verify` (`--insecure-skip-tls-verify`) trusts any server.
+    pub fn new(
+        ca: Option<&Path>,
+        cert_key: Option<(&Path, &Path)>,
+        skip_verify: bool,
+    ) -> Result<Tls, String> {
+        use crate::tls::Trust;
+        let trust = match ca {
+            _ if skip_verify => Trust::Insecure,
+            Some(ca) => Trust::Ca(ca, "--ca-file"),
+            None => Trust::System,
         };
-        for c in read(ca)? {
-            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots);
-        let mut config = match cert_key {
-            Some((cert, key)) => {
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("{}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(read(cert)?, key)
-                    .map_err(|e| e.to_string())?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Tls(Arc::new(config)))
+        let identity = cert_key
+            .map(|(cert, key)| {
+                crate::tls::client_identity(cert, key, ("--cert-file", "--key-file"))
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()?;
+        crate::tls::client_config(&trust, identity, &[b"http/1.1"])
+            .map(Tls)
+            .map_err(|e| e.to_string())
     }
 }
 

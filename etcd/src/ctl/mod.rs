@@ -53,6 +53,8 @@ pub struct Global {
     ca_file: Option<String>,
     cert_file: Option<String>,
     key_file: Option<String>,
+    /// `--insecure-skip-tls-verify` (our extension: etcdctl 3.4's v2 mode lacks it).
+    insecure_skip_tls_verify: bool,
 }
 
 /// Parsed command-line: global options, command words, command flags and positional arguments.
@@ -148,6 +150,8 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
         ca_file: env("ETCDCTL_CA_FILE"),
         cert_file: env("ETCDCTL_CERT_FILE"),
         key_file: env("ETCDCTL_KEY_FILE"),
+        insecure_skip_tls_verify: env("ETCDCTL_INSECURE_SKIP_TLS_VERIFY")
+            .is_some_and(|v| v == "true"),
     };
     let mut command = Vec::new();
     let mut flags = Vec::new();
@@ -199,10 +203,10 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
                         global.timeout = parse_duration(&v)
                             .ok_or_else(|| fail(EXIT_BAD_ARGS, format!("invalid --timeout {v}")))?
                     }
-                    "total-timeout"
-                    | "debug"
-                    | "insecure-discovery"
-                    | "insecure-skip-tls-verify" => {}
+                    "total-timeout" | "debug" | "insecure-discovery" => {}
+                    "insecure-skip-tls-verify" => {
+                        global.insecure_skip_tls_verify = value.as_deref() != Some("false")
+                    }
                     "username" | "u" => global.auth = Some(v),
                     "ca-file" => global.ca_file = Some(v),
                     "cert-file" => global.cert_file = Some(v),
@@ -318,10 +322,16 @@ impl Conn {
         headers: Option<&str>,
         timeout: Option<Duration>,
     ) -> std::io::Result<Response> {
+        // Without TLS flags an https endpoint is verified against the system's CA bundle, as Go's etcdctl does.
+        let system;
         let tls = if endpoint.starts_with("https://") {
-            Some(self.tls.as_ref().ok_or_else(|| {
-                std::io::Error::other(format!("{endpoint}: an https endpoint needs --ca-file"))
-            })?)
+            match &self.tls {
+                Some(t) => Some(t),
+                None => {
+                    system = client::Tls::new(None, None, false).map_err(std::io::Error::other)?;
+                    Some(&system)
+                }
+            }
         } else {
             None
         };
@@ -514,30 +524,29 @@ fn dispatch(
         }
         _ => {}
     }
-    let tls = match (&p.global.ca_file, &p.global.cert_file, &p.global.key_file) {
-        (None, None, None) => None,
-        (Some(ca), cert, key) => {
-            let pair = match (cert, key) {
-                (Some(c), Some(k)) => Some((std::path::Path::new(c), std::path::Path::new(k))),
-                (None, None) => None,
-                _ => {
-                    return Err(fail(
-                        EXIT_BAD_ARGS,
-                        "--cert-file and --key-file go together",
-                    ));
-                }
-            };
-            Some(
-                client::Tls::new(std::path::Path::new(ca), pair)
-                    .map_err(|e| fail(EXIT_BAD_ARGS, e))?,
-            )
-        }
-        (None, _, _) => {
-            return Err(fail(
-                EXIT_BAD_ARGS,
-                "--cert-file/--key-file need --ca-file (the CA that signed the server)",
-            ));
-        }
+    let g = &p.global;
+    let tls = if g.ca_file.is_none()
+        && g.cert_file.is_none()
+        && g.key_file.is_none()
+        && !g.insecure_skip_tls_verify
+    {
+        None
+    } else {
+        let pair = match (&g.cert_file, &g.key_file) {
+            (Some(c), Some(k)) => Some((std::path::Path::new(c), std::path::Path::new(k))),
+            (None, None) => None,
+            _ => {
+                return Err(fail(
+                    EXIT_BAD_ARGS,
+                    "--cert-file and --key-file go together",
+                ));
+            }
+        };
+        let ca = g.ca_file.as_deref().map(std::path::Path::new);
+        Some(
+            client::Tls::new(ca, pair, g.insecure_skip_tls_verify)
+                .map_err(|e| fail(EXIT_BAD_ARGS, e))?,
+        )
     };
     let mut conn = Conn {
         endpoints: p.global.endpoints.clone(),

@@ -1,6 +1,9 @@
-//! Our etcdctl in `ETCDCTL_API=3` mode: the common v3 commands with etcdctl 3.4's output formats.
+//! Our etcdctl in `ETCDCTL_API=3` mode: the common v3 commands with etcdctl 3.4's output formats, over TLS
+//! with etcdctl's `--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify` and `--insecure-transport`.
 
 use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -63,6 +66,8 @@ struct Opts {
     write_out: String,
     dial_timeout: Duration,
     command_timeout: Duration,
+    /// TLS for endpoints without a scheme and `https://` ones, when a TLS flag asks for it.
+    tls: Option<Arc<rustls::ClientConfig>>,
     words: Vec<String>,
     flags: Vec<(String, Option<String>)>,
 }
@@ -108,6 +113,9 @@ const VALUE_FLAGS: &[&str] = &[
     "sort-by",
     "consistency",
     "lease",
+    "cert",
+    "key",
+    "cacert",
 ];
 
 fn lease_id(id: &str) -> Result<i64, Fail> {
@@ -164,6 +172,27 @@ fn parse_opts(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<O
             .find(|(k, _)| names.contains(&k.as_str()))
             .and_then(|(_, v)| v.clone())
     };
+    let switch = |name: &str, envname: &str, default: bool| match flags
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+    {
+        Some((_, v)) => v.as_deref().is_none_or(|v| v != "false"),
+        None => env(envname).map_or(default, |v| v == "true"),
+    };
+    let tls = tls_config(
+        get(&["cert"]).or_else(|| env("ETCDCTL_CERT")),
+        get(&["key"]).or_else(|| env("ETCDCTL_KEY")),
+        get(&["cacert"]).or_else(|| env("ETCDCTL_CACERT")),
+        switch(
+            "insecure-skip-tls-verify",
+            "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
+            false,
+        ),
+        switch("insecure-transport", "ETCDCTL_INSECURE_TRANSPORT", true),
+    )?;
+    // As etcd's client: a scheme-less endpoint is dialled with TLS exactly when a TLS flag configured it.
+    let default_scheme = if tls.is_some() { "https" } else { "http" };
     let endpoints = get(&["endpoints"])
         .or_else(|| env("ETCDCTL_ENDPOINTS"))
         .unwrap_or_else(|| "127.0.0.1:2379".into())
@@ -174,7 +203,7 @@ fn parse_opts(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<O
             if s.contains("://") {
                 s.to_string()
             } else {
-                format!("http://{s}")
+                format!("{default_scheme}://{s}")
             }
         })
         .collect();
@@ -201,9 +230,52 @@ fn parse_opts(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<O
             "ETCDCTL_COMMAND_TIMEOUT",
             Duration::from_secs(5),
         )?,
+        tls,
         words,
         flags,
     })
+}
+
+/// etcdctl 3.4's TLS set-up: any of `--cert`, `--key`, `--cacert` (or `--insecure-transport=false`) gives a
+/// TLS configuration, which `--insecure-skip-tls-verify` turns verification off in; without one, `https://`
+/// endpoints still get TLS trusting the system's CA bundle, and the skip flag has no effect (as in etcdctl).
+fn tls_config(
+    cert: Option<String>,
+    key: Option<String>,
+    cacert: Option<String>,
+    skip_verify: bool,
+    insecure_transport: bool,
+) -> Result<Option<Arc<rustls::ClientConfig>>, Fail> {
+    use crate::tls::Trust;
+    if cert.is_none() && key.is_none() && cacert.is_none() && insecure_transport {
+        return Ok(None);
+    }
+    let identity = match (&cert, &key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some(
+            crate::tls::client_identity(Path::new(c), Path::new(k), ("--cert", "--key"))
+                .map_err(|e| Fail(EXIT_ERROR, e.to_string()))?,
+        ),
+        // etcd's words.
+        _ => {
+            return Err(Fail(
+                EXIT_ERROR,
+                format!(
+                    "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+                    key.unwrap_or_default(),
+                    cert.unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    let trust = match &cacert {
+        _ if skip_verify => Trust::Insecure,
+        Some(ca) => Trust::Ca(Path::new(ca), "--cacert"),
+        None => Trust::System,
+    };
+    crate::tls::client_config(&trust, identity, &[b"h2"])
+        .map(Some)
+        .map_err(|e| Fail(EXIT_ERROR, e.to_string()))
 }
 
 /// Runs a v3 command line; returns the exit code.
@@ -247,7 +319,18 @@ async fn channel_with(o: &Opts, timeout: bool) -> Result<Channel, Fail> {
         } else {
             e
         };
-        match e.connect().await {
+        let connected = if ep.starts_with("https://") {
+            let tls = match &o.tls {
+                Some(t) => t.clone(),
+                None => crate::tls::client_config(&crate::tls::Trust::System, None, &[b"h2"])
+                    .map_err(|e| Fail(EXIT_ERROR, e.to_string()))?,
+            };
+            e.connect_with_connector(crate::tls::Connector::new(tls, None))
+                .await
+        } else {
+            e.connect().await
+        };
+        match connected {
             Ok(c) => return Ok(c),
             Err(_) => last = Fail(EXIT_ERROR, "context deadline exceeded".into()),
         }
@@ -714,6 +797,7 @@ async fn endpoint_status(o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
             write_out: o.write_out.clone(),
             dial_timeout: o.dial_timeout,
             command_timeout: o.command_timeout,
+            tls: o.tls.clone(),
             words: Vec::new(),
             flags: Vec::new(),
         };
@@ -787,6 +871,7 @@ async fn endpoint_health(o: &Opts, out: &mut dyn Write, err: &mut dyn Write) -> 
             write_out: o.write_out.clone(),
             dial_timeout: o.dial_timeout,
             command_timeout: o.command_timeout,
+            tls: o.tls.clone(),
             words: Vec::new(),
             flags: Vec::new(),
         };

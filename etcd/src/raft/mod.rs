@@ -26,7 +26,7 @@ use crate::storage::Backend;
 use crate::store::{self, Command, Event, Kv, Op};
 pub use members::{Attributes, MemberError, MemberStatus};
 use network::{CallError, PeerConn, Rpc};
-pub use network::{FollowerStats, PeerStats};
+pub use network::{FollowerStats, PeerClientTls, PeerStats};
 
 pub(crate) type NodeId = u64;
 
@@ -216,6 +216,8 @@ pub struct RaftParams {
     pub join_existing: bool,
     /// Refuse membership changes that would leave fewer started members than a quorum.
     pub strict_reconfig: bool,
+    /// The client side of peer TLS, for `https://` peers.
+    pub peer_tls: network::PeerClientTls,
 }
 
 /// Where the log and the applied state stand.
@@ -281,6 +283,8 @@ pub(crate) struct Shared {
     attrs: members::AttributeTable,
     stats: Arc<PeerStats>,
     conns: std::sync::Mutex<HashMap<u64, PeerConn>>,
+    /// For connections to `https://` peers.
+    peer_tls: network::PeerClientTls,
     stop: tokio_util::sync::CancellationToken,
     /// Read-index requests of concurrent linearizable reads, served one round for all: on the leader
     /// (`get_read_log_id`) and towards the leader (`ReadIndex`).
@@ -408,7 +412,7 @@ impl Router {
         let mut conns = self.shared.conns.lock().ok()?;
         let c = conns
             .entry(id)
-            .or_insert_with(|| PeerConn::new(&addr))
+            .or_insert_with(|| PeerConn::new(&addr, &self.shared.peer_tls))
             .clone();
         Some(c)
     }
@@ -963,6 +967,7 @@ pub async fn discover_identity(
     peers: &[String],
     own: &[String],
     timeout: Duration,
+    tls: &network::PeerClientTls,
 ) -> Result<(u64, u64), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut own_sorted = own.to_vec();
@@ -970,7 +975,7 @@ pub async fn discover_identity(
     let mut last = String::from("no peers to ask");
     loop {
         for p in peers {
-            let mut c = PeerConn::new(p);
+            let mut c = PeerConn::new(p, tls);
             match c
                 .call::<_, ClusterInfo>(Rpc::ClusterInfo, &(), Duration::from_secs(2))
                 .await
@@ -1001,8 +1006,12 @@ pub async fn discover_identity(
 }
 
 /// Asks the member at `peer` (a peer URL) for the cluster id and its members, as a proxy does.
-pub async fn cluster_members(peer: &str, timeout: Duration) -> Result<(u64, Vec<Member>), String> {
-    PeerConn::new(peer)
+pub async fn cluster_members(
+    peer: &str,
+    timeout: Duration,
+    tls: &network::PeerClientTls,
+) -> Result<(u64, Vec<Member>), String> {
+    PeerConn::new(peer, tls)
         .call::<_, ClusterInfo>(Rpc::ClusterInfo, &(), timeout)
         .await
         .map(|i| (i.cluster_id, i.members))
@@ -1052,6 +1061,7 @@ impl RaftNode {
         let net = network::Network {
             stats: stats.clone(),
             removed: removed.clone(),
+            tls: params.peer_tls.clone(),
         };
         let lease = Duration::from_millis(config.election_timeout_max);
         let raft = openraft::Raft::new(params.id, config, net, log, sm)
@@ -1106,6 +1116,7 @@ impl RaftNode {
                 attrs,
                 stats,
                 conns: std::sync::Mutex::new(HashMap::new()),
+                peer_tls: params.peer_tls.clone(),
                 stop: tokio_util::sync::CancellationToken::new(),
                 stay_learners: std::sync::Mutex::new(BTreeSet::new()),
                 removed,
@@ -1160,14 +1171,25 @@ impl RaftNode {
         })
     }
 
-    /// Serves the peer protocol on already-bound listeners until [`RaftNode::shutdown`].
-    pub fn serve_peers(&self, listeners: Vec<std::net::TcpListener>) -> Result<(), std::io::Error> {
-        for l in listeners {
+    /// Serves the peer protocol on already-bound listeners until [`RaftNode::shutdown`]; over TLS on those
+    /// that come with a server configuration (`https://` peer URLs).
+    pub fn serve_peers(
+        &self,
+        listeners: Vec<(std::net::TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+    ) -> Result<(), std::io::Error> {
+        for (l, tls) in listeners {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
             let addr = l.local_addr().ok();
-            let routes = peer_server::routes(self.router.clone());
             let stop = self.router.shared.stop.clone();
+            if let Some(config) = tls {
+                // Everything the plain port serves (raft gRPC over HTTP/2, `GET /members` over HTTP/1.1),
+                // behind the handshake that enforces `--peer-client-cert-auth`.
+                let router = peer_server::router(self.router.clone());
+                tokio::spawn(crate::tls::serve(l, router, config, stop));
+                continue;
+            }
+            let routes = peer_server::routes(self.router.clone());
             let incoming =
                 proto::tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             tokio::spawn(async move {

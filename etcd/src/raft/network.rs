@@ -88,6 +88,24 @@ pub(crate) fn first_url(addr: &str) -> &str {
     addr.split(',').next().unwrap_or("").trim()
 }
 
+/// The client side of peer TLS (`--peer-cert-file`, `--peer-trusted-ca-file`), shared by every connection to
+/// an `https://` peer; `None` without `--peer-cert-file`.
+pub type PeerClientTls = Option<Arc<rustls::ClientConfig>>;
+
+/// What dials an `https://` peer when this member has no peer certificate: etcd then trusts the system's CA
+/// bundle and presents no client certificate.
+fn anonymous_tls() -> Option<Arc<rustls::ClientConfig>> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            crate::tls::client_config(&crate::tls::Trust::System, None, &[b"h2"])
+                .inspect_err(|e| tracing::warn!("peer TLS without a peer certificate: {e}"))
+                .ok()
+        })
+        .clone()
+}
+
 /// A lazily connected gRPC client to one peer.
 #[derive(Clone)]
 pub(crate) struct PeerConn {
@@ -96,19 +114,32 @@ pub(crate) struct PeerConn {
 }
 
 impl PeerConn {
-    /// A client for `addr` (a comma-separated peer URL list; the first is used). Connects on first use.
-    pub(crate) fn new(addr: &str) -> PeerConn {
+    /// A client for `addr` (a comma-separated peer URL list; the first is used), over TLS with `tls` for an
+    /// `https://` one. Connects on first use.
+    pub(crate) fn new(addr: &str, tls: &PeerClientTls) -> PeerConn {
         let url = first_url(addr).to_string();
-        let client = Endpoint::from_shared(url.clone()).ok().map(|e| {
-            let ch = e
+        let https = url.starts_with("https://");
+        let tls = if https {
+            tls.clone().or_else(anonymous_tls)
+        } else {
+            None
+        };
+        let client = Endpoint::from_shared(url.clone()).ok().and_then(|e| {
+            let e = e
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .connect_lazy();
-            PeerClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE)
+                .keep_alive_timeout(Duration::from_secs(5));
+            let ch = match tls {
+                Some(tls) => e.connect_with_connector_lazy(crate::tls::Connector::new(tls, None)),
+                None if https => return None,
+                None => e.connect_lazy(),
+            };
+            Some(
+                PeerClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
         });
         PeerConn { addr: url, client }
     }
@@ -124,7 +155,7 @@ impl PeerConn {
         let Some(client) = self.client.as_mut() else {
             return Err(CallError::Unreachable {
                 addr,
-                why: "invalid peer URL".into(),
+                why: "invalid peer URL (or no TLS configuration for https)".into(),
             });
         };
         let data = serde_json::to_vec(req).map_err(|e| CallError::Payload {
@@ -282,6 +313,8 @@ pub struct Network {
     pub(crate) stats: Arc<PeerStats>,
     /// Fired when a peer answers that this member was removed.
     pub(crate) removed: tokio_util::sync::CancellationToken,
+    /// For `https://` peers.
+    pub(crate) tls: PeerClientTls,
 }
 
 /// A connection to one peer.
@@ -308,7 +341,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         Connection {
             target,
-            conn: PeerConn::new(&node.addr),
+            conn: PeerConn::new(&node.addr, &self.tls),
             stats: self.stats.clone(),
             removed: self.removed.clone(),
         }
@@ -415,7 +448,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
         drop(l);
-        let mut c = PeerConn::new(&addr);
+        let mut c = PeerConn::new(&addr, &None);
         let r: Result<u64, _> = c.call(Rpc::Vote, &1u64, Duration::from_secs(2)).await;
         assert!(matches!(r, Err(CallError::Unreachable { .. })), "{r:?}");
     }

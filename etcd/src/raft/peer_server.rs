@@ -13,12 +13,16 @@ use super::{ClusterInfo, Proposal, Router, TypeConfig};
 
 /// The peer port's routes: the gRPC service and etcd's `GET /members`.
 pub(crate) fn routes(router: Router) -> tonic::service::Routes {
+    tonic::service::Routes::from(self::router(router))
+}
+
+/// The same routes as an axum router, for the TLS accept loop.
+pub(crate) fn router(router: Router) -> axum::Router {
     let svc = service(router.clone());
-    let http = tonic::service::Routes::new(svc).into_axum_router().route(
+    tonic::service::Routes::new(svc).into_axum_router().route(
         "/members",
         axum::routing::get(move || std::future::ready(members(&router))),
-    );
-    tonic::service::Routes::from(http)
+    )
 }
 
 /// One member as etcd's peer `/members` lists it (a numeric id, unlike the client API's hex string).
