@@ -180,7 +180,7 @@ impl Cluster {
     }
 
     /// Waits until every live member in `among` agrees on a leader (itself among them).
-    fn agreed_leader(&self, among: &[usize]) -> usize {
+    pub(crate) fn agreed_leader(&self, among: &[usize]) -> usize {
         poll_until(
             "an agreed leader",
             Duration::from_secs(30),
