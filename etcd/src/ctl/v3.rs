@@ -52,7 +52,13 @@ fn usage(msg: &str) -> Fail {
 }
 
 fn rpc(s: tonic::Status) -> Fail {
-    let msg = if s.code() == tonic::Code::DeadlineExceeded || s.code() == tonic::Code::Unavailable {
+    // A status with a source was made on this side from a broken connection (e.g. a TLS 1.3 server refusing
+    // the client certificate after the handshake): etcdctl retries those until its deadline.
+    let local = std::error::Error::source(&s).is_some();
+    let msg = if local
+        || s.code() == tonic::Code::DeadlineExceeded
+        || s.code() == tonic::Code::Unavailable
+    {
         "context deadline exceeded".to_string()
     } else {
         s.message().to_string()
@@ -505,6 +511,16 @@ async fn put(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The first key of the range: as in etcd's client, an empty key with `--prefix` or `--from-key` means every
+/// key, from "\0".
+fn range_key(o: &Opts, key: &str) -> Vec<u8> {
+    if key.is_empty() && (o.has("prefix") || o.has("from-key")) {
+        vec![0]
+    } else {
+        key.as_bytes().to_vec()
+    }
+}
+
 /// The end of the range a key argument plus `--prefix`/`--from-key`/`range_end` selects.
 fn range_end(o: &Opts, key: &str, end: Option<&str>) -> Vec<u8> {
     if o.has("prefix") {
@@ -571,7 +587,7 @@ async fn get(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
     let mut kv = KvClient::new(channel(o).await?);
     let r = kv
         .range(RangeRequest {
-            key: key.as_bytes().to_vec(),
+            key: range_key(o, key),
             range_end: range_end(o, key, end),
             limit: o.int("limit")?,
             revision: o.int("rev")?,
@@ -634,7 +650,7 @@ async fn del(o: &Opts, args: &[&str], out: &mut dyn Write) -> Result<(), Fail> {
     let mut kv = KvClient::new(channel(o).await?);
     let r = kv
         .delete_range(DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
+            key: range_key(o, key),
             range_end: range_end(o, key, end),
             prev_kv: o.has("prev-kv"),
         })
@@ -1141,7 +1157,7 @@ async fn watch(
     let (tx, rx) = tokio::sync::mpsc::channel::<WatchRequest>(1);
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: key.as_bytes().to_vec(),
+            key: range_key(o, key),
             range_end: range_end(o, key, end),
             start_revision: o.int("rev")?,
             prev_kv: o.has("prev-kv"),

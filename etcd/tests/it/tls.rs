@@ -104,12 +104,17 @@ impl Drop for Server {
 }
 
 fn start(certs: &Path, extra: &[&str]) -> Server {
+    start_with(env!("CARGO_BIN_EXE_etcd"), certs, extra)
+}
+
+/// A single member of `etcd` (ours or Debian's: the flags are etcd's) with TLS on its client URL.
+fn start_with(etcd: &str, certs: &Path, extra: &[&str]) -> Server {
     let data = tempfile::tempdir().expect("data dir");
     let port = free_port();
     let peer = free_port();
     let url = format!("https://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(env!("CARGO_BIN_EXE_etcd"))
+    let child = Command::new(etcd)
         .args(["--name", "t1", "--data-dir"])
         .arg(data.path().join("d"))
         .args([
@@ -438,6 +443,194 @@ fn tls_flags_that_do_not_fit_are_refused_at_start() {
         assert!(!out.status.success(), "{args:?} started");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+fn our_etcdctl(certs: &Path, envs: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .envs(envs.iter().copied())
+        .args(args)
+        .current_dir(certs)
+        .output()
+        .expect("our etcdctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn debian_etcdctl(certs: &Path, envs: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .envs(envs.iter().copied())
+        .args(args)
+        .current_dir(certs)
+        .output()
+        .expect("Debian's etcdctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn our_v3_etcdctl_over_tls_prints_what_debians_prints_against_our_etcd_and_debians() {
+    let (_keep, certs) = certificates();
+    let auth = ["--trusted-ca-file", "ca.crt", "--client-cert-auth"];
+    let ours = start(&certs, &auth);
+    let debian = start_with("/usr/bin/etcd", &certs, &auth);
+    for (server, port) in [("ours", ours.port), ("Debian's", debian.port)] {
+        let ep = format!("https://127.0.0.1:{port}");
+        let bare = format!("127.0.0.1:{port}");
+        let tls = [
+            "--endpoints",
+            ep.as_str(),
+            "--cacert",
+            "ca.crt",
+            "--cert",
+            "client.crt",
+            "--key",
+            "client.key",
+        ];
+        fn join<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+            [a, b].concat()
+        }
+        let with = |extra: &[&'static str]| join(&tls, extra);
+        // (Debian's command line, ours): the same output expected, whichever client runs first.
+        let same: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (with(&["put", "d", "1"]), with(&["put", "o", "1"])),
+            (with(&["get", "d"]), with(&["get", "d"])),
+            (
+                with(&["get", "", "--prefix", "--keys-only"]),
+                with(&["get", "", "--prefix", "--keys-only"]),
+            ),
+            (with(&["member", "list"]), with(&["member", "list"])),
+            // Verification off: a CA that did not sign the server is not asked.
+            (
+                with(&[
+                    "--cacert",
+                    "rogue.crt",
+                    "--insecure-skip-tls-verify",
+                    "get",
+                    "o",
+                ]),
+                with(&[
+                    "--cacert",
+                    "rogue.crt",
+                    "--insecure-skip-tls-verify",
+                    "get",
+                    "o",
+                ]),
+            ),
+            (with(&["del", "d"]), with(&["del", "o"])),
+        ];
+        for (theirs, mine) in same {
+            let d = debian_etcdctl(&certs, &[], &theirs);
+            let o = our_etcdctl(&certs, &[], &mine);
+            assert!(d.0, "{server}: Debian's etcdctl {theirs:?}: {}", d.2);
+            assert!(o.0, "{server}: our etcdctl {mine:?}: {}", o.2);
+            assert_eq!(o.1, d.1, "{server}: {mine:?}");
+        }
+
+        // From the environment, with a scheme-less endpoint (dialled with TLS because TLS is configured).
+        let env = [
+            ("ETCDCTL_ENDPOINTS", bare.as_str()),
+            ("ETCDCTL_CACERT", "ca.crt"),
+            ("ETCDCTL_CERT", "client.crt"),
+            ("ETCDCTL_KEY", "client.key"),
+        ];
+        let d = debian_etcdctl(&certs, &env, &["put", "env", "tls"]);
+        let o = our_etcdctl(&certs, &env, &["get", "env"]);
+        assert!(d.0 && o.0, "{server}: {} / {}", d.2, o.2);
+        assert_eq!(o.1, "env\ntls\n");
+
+        // Refused by both: a server the given CA did not sign, no client certificate, one from another CA.
+        let quick = ["--dial-timeout", "2s", "--command-timeout", "3s"];
+        let refused: Vec<Vec<&str>> = vec![
+            [
+                &quick[..],
+                &[
+                    "--endpoints",
+                    &ep,
+                    "--cacert",
+                    "rogue.crt",
+                    "--cert",
+                    "client.crt",
+                    "--key",
+                    "client.key",
+                    "get",
+                    "o",
+                ],
+            ]
+            .concat(),
+            [
+                &quick[..],
+                &["--endpoints", &ep, "--cacert", "ca.crt", "get", "o"],
+            ]
+            .concat(),
+            [
+                &quick[..],
+                &[
+                    "--endpoints",
+                    &ep,
+                    "--cacert",
+                    "ca.crt",
+                    "--cert",
+                    "intruder.crt",
+                    "--key",
+                    "intruder.key",
+                    "get",
+                    "o",
+                ],
+            ]
+            .concat(),
+        ];
+        for args in refused {
+            let d = debian_etcdctl(&certs, &[], &args);
+            let o = our_etcdctl(&certs, &[], &args);
+            assert!(!d.0, "{server}: Debian's etcdctl was served: {args:?}");
+            assert!(!o.0, "{server}: our etcdctl was served: {args:?}");
+            assert_eq!(o.1, d.1, "{server}: {args:?}");
+            assert!(
+                o.2.ends_with("Error: context deadline exceeded\n"),
+                "{server}: {args:?}: {}",
+                o.2
+            );
+        }
+    }
+
+    // Our etcdctl in v2 mode: --insecure-skip-tls-verify really skips verification (Debian's v2 mode lacks
+    // the flag).
+    let ep = format!("https://127.0.0.1:{}", ours.port);
+    let v2 = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_etcdctl"))
+            .args([
+                "--endpoints",
+                &ep,
+                "--cert-file",
+                "client.crt",
+                "--key-file",
+                "client.key",
+            ])
+            .args(extra)
+            .args(["ls", "/"])
+            .current_dir(&certs)
+            .output()
+            .expect("our etcdctl");
+        out.status.success()
+    };
+    assert!(
+        !v2(&["--ca-file", "rogue.crt"]),
+        "a server the CA did not sign was trusted"
+    );
+    assert!(v2(&[
+        "--ca-file",
+        "rogue.crt",
+        "--insecure-skip-tls-verify"
+    ]));
+    assert!(v2(&["--insecure-skip-tls-verify"]));
 }
 
 /// Members with `https://` peer URLs, each in its own harness host, with peer certificates naming the host's
