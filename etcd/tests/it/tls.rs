@@ -93,6 +93,7 @@ fn signed(dir: &Path, ca: &str, name: &str, san: Option<&str>) {
 struct Server {
     child: Child,
     port: u16,
+    peer: u16,
     _data: tempfile::TempDir,
 }
 
@@ -113,7 +114,13 @@ fn start_with(etcd: &str, certs: &Path, extra: &[&str]) -> Server {
     let port = free_port();
     let peer = free_port();
     let url = format!("https://127.0.0.1:{port}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
+    // Peer TLS flags make the peer URL https.
+    let scheme = if extra.contains(&"--peer-cert-file") {
+        "https"
+    } else {
+        "http"
+    };
+    let peer_url = format!("{scheme}://127.0.0.1:{peer}");
     let child = Command::new(etcd)
         .args(["--name", "t1", "--data-dir"])
         .arg(data.path().join("d"))
@@ -144,6 +151,7 @@ fn start_with(etcd: &str, certs: &Path, extra: &[&str]) -> Server {
     let s = Server {
         child,
         port,
+        peer,
         _data: data,
     };
     let end = Instant::now() + Duration::from_secs(20);
@@ -431,6 +439,28 @@ fn tls_flags_that_do_not_fit_are_refused_at_start() {
             ],
             "nonexistent.crt",
         ),
+        (
+            vec![format!("--listen-peer-urls=https://127.0.0.1:{port}")],
+            "cannot listen on TLS for 127.0.0.1",
+        ),
+        (
+            vec![
+                "--peer-cert-file".into(),
+                certs.join("server.crt").display().to_string(),
+                "--peer-key-file".into(),
+                certs.join("server.key").display().to_string(),
+                "--peer-client-cert-auth".into(),
+            ],
+            "--peer-client-cert-auth needs --peer-trusted-ca-file",
+        ),
+        (
+            vec!["--peer-auto-tls".into()],
+            "does not generate self-signed certificates",
+        ),
+        (
+            vec!["--auto-tls".into()],
+            "does not generate self-signed certificates",
+        ),
     ];
     for (args, want) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
@@ -443,6 +473,19 @@ fn tls_flags_that_do_not_fit_are_refused_at_start() {
         assert!(!out.status.success(), "{args:?} started");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    // The peer flags come from ETCD_* too.
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .arg("--data-dir")
+        .arg(data.path().join("d"))
+        .env("ETCD_PEER_CERT_FILE", certs.join("server.crt"))
+        .output()
+        .expect("etcd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--peer-cert-file and --peer-key-file go together"),
+        "{err}"
+    );
 }
 
 fn our_etcdctl(certs: &Path, envs: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
@@ -631,6 +674,115 @@ fn our_v3_etcdctl_over_tls_prints_what_debians_prints_against_our_etcd_and_debia
         "--insecure-skip-tls-verify"
     ]));
     assert!(v2(&["--insecure-skip-tls-verify"]));
+}
+
+#[test]
+fn a_proxy_serves_https_and_forwards_to_a_member_with_https_client_and_peer_urls() {
+    let (_keep, certs) = certificates();
+    // The member wants certificates from its clients and its peers; the proxy presents the server
+    // certificate (signed by the same CA, with no usage restriction) both ways, as etcd's proxy presents
+    // --cert-file to members.
+    let peer_tls = [
+        "--peer-cert-file",
+        "server.crt",
+        "--peer-key-file",
+        "server.key",
+        "--peer-trusted-ca-file",
+        "ca.crt",
+    ];
+    let member = start(
+        &certs,
+        &[
+            &["--trusted-ca-file", "ca.crt", "--client-cert-auth"][..],
+            &peer_tls,
+            &["--peer-client-cert-auth"],
+        ]
+        .concat(),
+    );
+    let data = tempfile::tempdir().expect("proxy dir");
+    let log = std::fs::File::create(data.path().join("proxy.log")).expect("proxy log");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let mut proxy = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_etcd"))
+            .args(["--proxy", "on", "--name", "proxy", "--data-dir"])
+            .arg(data.path().join("p"))
+            .args(["--listen-client-urls", &url])
+            .args([
+                "--initial-cluster",
+                &format!("t1=https://127.0.0.1:{}", member.peer),
+            ])
+            .args(["--cert-file", "server.crt", "--key-file", "server.key"])
+            .args(["--trusted-ca-file", "ca.crt"])
+            .args(peer_tls)
+            .args(["--proxy-refresh-interval", "500"])
+            .current_dir(&certs)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the proxy"),
+        port,
+        peer: 0,
+        _data: data,
+    };
+    let ca = ["--cacert", "ca.crt"];
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, body) = curl(&certs, port, &ca, "/v2/config/local/proxy");
+        if ok && body.contains(&format!("https://127.0.0.1:{}", member.port)) {
+            break;
+        }
+        if Instant::now() >= end {
+            let _ = proxy.child.kill();
+            let err = std::fs::read_to_string(proxy._data.path().join("proxy.log"));
+            panic!("the proxy found no https endpoint ({body}):\n{err:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut put = vec!["-XPUT", "-d", "value=through-the-proxy"];
+    put.extend(ca);
+    let (ok, body) = curl(&certs, port, &put, "/v2/keys/proxied");
+    assert!(ok, "{body}");
+    assert!(body.contains("\"value\":\"through-the-proxy\""), "{body}");
+    let (ok, body) = curl(
+        &certs,
+        member.port,
+        &[
+            "--cacert",
+            "ca.crt",
+            "--cert",
+            "client.crt",
+            "--key",
+            "client.key",
+        ],
+        "/v2/keys/proxied",
+    );
+    assert!(ok && body.contains("through-the-proxy"), "{body}");
+    // Debian's etcdctl (v2) through the proxy, trusting the proxy's certificate.
+    let (ok, out, err) = etcdctl(
+        &certs,
+        "2",
+        &[
+            "--endpoints",
+            &url,
+            "--no-sync",
+            "--ca-file",
+            "ca.crt",
+            "get",
+            "/proxied",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "through-the-proxy\n");
+    let plain = Command::new("curl")
+        .args(["-sS", "-f", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{port}/v2/keys/proxied"))
+        .output()
+        .expect("curl");
+    assert!(
+        !plain.status.success(),
+        "plain HTTP was served on the proxy's TLS port"
+    );
 }
 
 /// Members with `https://` peer URLs, each in its own harness host, with peer certificates naming the host's
