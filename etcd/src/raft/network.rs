@@ -204,7 +204,9 @@ fn status_error(addr: String, status: &tonic::Status) -> CallError {
             || text.contains("error trying to connect")
             || text.contains("No route to host")
             || text.contains("timed out")
-            || text.contains("transport error"));
+            || text.contains("transport error")
+            // Any failure to connect, a refused TLS handshake included (tonic names its connector's errors).
+            || text.contains("ConnectError"));
     if not_sent {
         CallError::Unreachable { addr, why: text }
     } else {
@@ -448,6 +450,31 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
         drop(l);
+        let mut c = PeerConn::new(&addr, &None);
+        let r: Result<u64, _> = c.call(Rpc::Vote, &1u64, Duration::from_secs(2)).await;
+        assert!(matches!(r, Err(CallError::Unreachable { .. })), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn an_https_peer_on_a_closed_port_or_without_tls_is_unreachable() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("https://{}", l.local_addr().unwrap());
+        drop(l);
+        let mut c = PeerConn::new(&addr, &None);
+        let r: Result<u64, _> = c.call(Rpc::Vote, &1u64, Duration::from_secs(2)).await;
+        assert!(matches!(r, Err(CallError::Unreachable { .. })), "{r:?}");
+        // A listener that speaks no TLS: the handshake fails, nothing is delivered.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("https://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut s,
+                    b"HTTP/1.1 400 Bad Request\r\n\r\n",
+                )
+                .await;
+            }
+        });
         let mut c = PeerConn::new(&addr, &None);
         let r: Result<u64, _> = c.call(Rpc::Vote, &1u64, Duration::from_secs(2)).await;
         assert!(matches!(r, Err(CallError::Unreachable { .. })), "{r:?}");
