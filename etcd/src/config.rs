@@ -20,8 +20,6 @@ const UNSUPPORTED: &[&str] = &[
     "wal-dir",
     "discovery-proxy",
     "discovery-srv",
-    "auto-tls",
-    "peer-auto-tls",
     "cors",
     "quota-backend-bytes",
     "max-request-bytes",
@@ -232,6 +230,13 @@ pub struct Flags {
     /// Require a client certificate signed by `--trusted-ca-file` on `https://` client URLs.
     #[arg(long = "client-cert-auth", env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub client_cert_auth: bool,
+    /// Client TLS with a self-signed certificate made in `<data-dir>/fixtures/client` (without `--cert-file`).
+    #[arg(long = "auto-tls", env = "ETCD_AUTO_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub auto_tls: bool,
+    /// Peer TLS with a self-signed certificate made in `<data-dir>/fixtures/peer` (without
+    /// `--peer-cert-file`); peers are then not verified.
+    #[arg(long = "peer-auto-tls", env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub peer_auto_tls: bool,
     /// Certificate (PEM) served on `https://` peer URLs and presented to `https://` peers.
     #[arg(long = "peer-cert-file", env = "ETCD_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
@@ -470,14 +475,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, cla
         let s = a.to_string_lossy();
         if let Some(name) = s.strip_prefix("--") {
             let name = name.split('=').next().unwrap_or("");
-            if let Some(kind) = name.strip_suffix("auto-tls") {
-                return Err(clap::Error::raw(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!(
-                        "flag --{name} is not supported: this server does not generate self-signed certificates; give --{kind}cert-file and --{kind}key-file\n"
-                    ),
-                ));
-            }
             if UNSUPPORTED.contains(&name) || name.starts_with("experimental-") {
                 return Err(clap::Error::raw(
                     clap::error::ErrorKind::ArgumentConflict,
@@ -581,6 +578,35 @@ fn urls(flag: &'static str, list: &str) -> Result<Vec<url::Url>, ConfigError> {
         .collect()
 }
 
+/// The certificate and key files: as given, or with `auto` (`--auto-tls`, `--peer-auto-tls`) and none given,
+/// etcd's self-signed pair in `dir` for the hosts of `listen` (made now, or kept from an earlier start).
+fn tls_files(
+    auto: bool,
+    given: (&Option<PathBuf>, &Option<PathBuf>),
+    dir: &std::path::Path,
+    listen: &[url::Url],
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ConfigError> {
+    let given = (given.0.clone(), given.1.clone());
+    if !auto {
+        return Ok(given);
+    }
+    if given.0.is_some() || given.1.is_some() {
+        tracing::warn!("ignoring auto TLS since certificate files are given");
+        return Ok(given);
+    }
+    let mut hosts: Vec<String> = listen
+        .iter()
+        .filter_map(|u| u.host_str())
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let (cert, key) = crate::tls::self_signed(dir, &hosts)
+        .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
+    tracing::info!(dir = %dir.display(), "auto TLS: using a self-signed certificate");
+    Ok((Some(cert), Some(key)))
+}
+
 fn proxy_mode(p: &str) -> Result<ProxyMode, ConfigError> {
     match p {
         "off" => Ok(ProxyMode::Off),
@@ -613,13 +639,24 @@ impl Flags {
                 "--listen-client-urls is empty".into(),
             ));
         }
-        let client_tls = crate::tls::server_config(&crate::tls::ClientTlsFlags {
-            cert_file: self.cert_file.clone(),
-            key_file: self.key_file.clone(),
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        let (cert_file, key_file) = tls_files(
+            self.auto_tls,
+            (&self.cert_file, &self.key_file),
+            &data_dir.join("fixtures").join("client"),
+            &listen,
+        )?;
+        let client_flags = crate::tls::ClientTlsFlags {
+            cert_file,
+            key_file,
             trusted_ca_file: self.trusted_ca_file.clone(),
             client_cert_auth: self.client_cert_auth,
-        })
-        .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
+        };
+        let client_tls = crate::tls::server_config(&client_flags)
+            .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
         if client_tls.is_none()
             && let Some(u) = listen.iter().find(|u| u.scheme() == "https")
         {
@@ -632,22 +669,26 @@ impl Flags {
             .map(url_string)
             .collect();
         let listen_peer_urls = urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let (cert_file, key_file) = tls_files(
+            self.peer_auto_tls,
+            (&self.peer_cert_file, &self.peer_key_file),
+            &data_dir.join("fixtures").join("peer"),
+            &listen_peer_urls,
+        )?;
+        // Peers' self-signed certificates cannot be verified.
+        let peer_skip_verify = self.peer_auto_tls && self.peer_cert_file.is_none();
         let peer_flags = crate::tls::ClientTlsFlags {
-            cert_file: self.peer_cert_file.clone(),
-            key_file: self.peer_key_file.clone(),
+            cert_file,
+            key_file,
             trusted_ca_file: self.peer_trusted_ca_file.clone(),
             client_cert_auth: self.peer_client_cert_auth,
         };
-        let peer_tls = crate::tls::peer_config(&peer_flags)
+        let peer_tls = crate::tls::peer_config(&peer_flags, peer_skip_verify)
             .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
         let proxy_client_tls = crate::tls::proxy_client_config(
-            &crate::tls::ClientTlsFlags {
-                cert_file: self.cert_file.clone(),
-                key_file: self.key_file.clone(),
-                trusted_ca_file: self.trusted_ca_file.clone(),
-                client_cert_auth: self.client_cert_auth,
-            },
+            &client_flags,
             &peer_flags,
+            self.auto_tls && self.cert_file.is_none(),
         )
         .map_err(|e| ConfigError::Unsupported(e.to_string()))?;
         // A proxy does not listen on the peer URLs.
@@ -742,10 +783,7 @@ impl Flags {
         let member_id = cluster::member_id(peers, &token);
         Ok(Settings {
             name: self.name.clone(),
-            data_dir: self
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            data_dir,
             listen_client_urls: listen,
             advertise_client_urls: advertise,
             peer_urls: peers.clone(),

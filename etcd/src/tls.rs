@@ -171,12 +171,14 @@ pub struct PeerTls {
     pub client: Arc<rustls::ClientConfig>,
 }
 
-/// The peer TLS configuration from the `--peer-*` flags, or `None` without `--peer-cert-file`.
-pub fn peer_config(f: &ClientTlsFlags) -> Result<Option<PeerTls>, TlsError> {
+/// The peer TLS configuration from the `--peer-*` flags, or `None` without `--peer-cert-file`;
+/// `skip_verify` (`--peer-auto-tls`: the peers' certificates are self-signed too) trusts any peer.
+pub fn peer_config(f: &ClientTlsFlags, skip_verify: bool) -> Result<Option<PeerTls>, TlsError> {
     let Some(server) = server_config_named(f, &PEER_NAMES)? else {
         return Ok(None);
     };
     let trust = match &f.trusted_ca_file {
+        _ if skip_verify => Trust::Insecure,
         Some(ca) => Trust::Ca(ca, PEER_NAMES.ca),
         None => Trust::System,
     };
@@ -187,9 +189,11 @@ pub fn peer_config(f: &ClientTlsFlags) -> Result<Option<PeerTls>, TlsError> {
 
 /// A proxy's TLS towards `https://` members, as etcd's proxy builds it: the client TLS files (`--cert-file`
 /// presented, `--trusted-ca-file` trusted), or the peer ones when no client file is given; `None` without any.
+/// With `--auto-tls` (`client_auto`) the members are not verified, as etcd's proxy does not.
 pub fn proxy_client_config(
     client: &ClientTlsFlags,
     peer: &ClientTlsFlags,
+    client_auto: bool,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
     let given = |f: &ClientTlsFlags| {
         f.cert_file.is_some() || f.key_file.is_some() || f.trusted_ca_file.is_some()
@@ -202,10 +206,63 @@ pub fn proxy_client_config(
         return Ok(None);
     };
     let trust = match &f.trusted_ca_file {
+        _ if client_auto => Trust::Insecure,
         Some(ca) => Trust::Ca(ca, names.ca),
         None => Trust::System,
     };
     client_config(&trust, identity(f, names)?, &[b"http/1.1"]).map(Some)
+}
+
+/// etcd's self-signed certificate for `--auto-tls` (`<data-dir>/fixtures/client`) and `--peer-auto-tls`
+/// (`<data-dir>/fixtures/peer`): `cert.pem` and `key.pem` in `dir`, kept from an earlier start if both are
+/// there, else made for `hosts` (IP addresses or DNS names) valid for a year (etcd's choice; ECDSA P-256
+/// where etcd uses P-521, which ring does not sign with). Returns (certificate, key) paths.
+pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.is_file() && key.is_file() {
+        return Ok((cert, key));
+    }
+    let fail = |path: &Path, why: String| TlsError::File {
+        flag: "--auto-tls",
+        path: path.to_path_buf(),
+        why,
+    };
+    let gen_err = |e: rcgen::Error| fail(dir, format!("generating a certificate: {e}"));
+    let pair = rcgen::KeyPair::generate().map_err(gen_err)?;
+    let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(gen_err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "etcd");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now;
+    params.not_after = now + time::Duration::days(365);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    // Peers present it as a client certificate too.
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let issued = params.self_signed(&pair).map_err(gen_err)?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
+    std::fs::write(&cert, issued.pem()).map_err(|e| fail(&cert, e.to_string()))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The key is for this member's eyes only.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .map_err(|e| fail(&key, e.to_string()))?;
+        f.write_all(pair.serialize_pem().as_bytes())
+            .map_err(|e| fail(&key, e.to_string()))?;
+    }
+    Ok((cert, key))
 }
 
 /// Whom a client trusts.

@@ -118,8 +118,9 @@ impl DiskBackend {
                     why: "it holds a 'member' directory (a data dir of Go etcd?)".into(),
                 });
             }
-            // A crash while creating a fresh dir may leave the log directory alone.
-            others.retain(|n| n != WAL_DIR);
+            // A crash while creating a fresh dir may leave the log directory alone; `fixtures` holds the
+            // certificates of `--auto-tls`/`--peer-auto-tls`, made before the storage is opened.
+            others.retain(|n| n != WAL_DIR && n != "fixtures");
             if !others.is_empty() {
                 others.sort();
                 return Err(StorageError::Foreign {

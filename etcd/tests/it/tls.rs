@@ -453,14 +453,6 @@ fn tls_flags_that_do_not_fit_are_refused_at_start() {
             ],
             "--peer-client-cert-auth needs --peer-trusted-ca-file",
         ),
-        (
-            vec!["--peer-auto-tls".into()],
-            "does not generate self-signed certificates",
-        ),
-        (
-            vec!["--auto-tls".into()],
-            "does not generate self-signed certificates",
-        ),
     ];
     for (args, want) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
@@ -782,6 +774,110 @@ fn a_proxy_serves_https_and_forwards_to_a_member_with_https_client_and_peer_urls
     assert!(
         !plain.status.success(),
         "plain HTTP was served on the proxy's TLS port"
+    );
+}
+
+#[test]
+fn auto_tls_makes_self_signed_certificates_for_clients_and_peers() {
+    // Two members: neither can commit without the other, so the write below crossed the TLS peer port.
+    let dirs = [
+        tempfile::tempdir().expect("data dir"),
+        tempfile::tempdir().expect("data dir"),
+    ];
+    let ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let initial = format!(
+        "a1=https://127.0.0.1:{},a2=https://127.0.0.1:{}",
+        ports[0].1, ports[1].1
+    );
+    let members: Vec<Server> = (0..2)
+        .map(|i| {
+            let (client, peer) = ports[i];
+            let curl_url = format!("https://127.0.0.1:{client}");
+            let peer_url = format!("https://127.0.0.1:{peer}");
+            let child = Command::new(env!("CARGO_BIN_EXE_etcd"))
+                .args(["--name", &format!("a{}", i + 1), "--data-dir"])
+                .arg(dirs[i].path().join("d"))
+                .args(["--listen-client-urls", &curl_url])
+                .args(["--advertise-client-urls", &curl_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial])
+                .args(["--auto-tls", "--peer-auto-tls"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn etcd");
+            Server {
+                child,
+                port: client,
+                peer,
+                _data: tempfile::tempdir().expect("unused"),
+            }
+        })
+        .collect();
+    let insecure = ["-k"];
+    let dir = dirs[0].path();
+    let end = Instant::now() + Duration::from_secs(30);
+    for m in &members {
+        loop {
+            let (ok, body) = curl(dir, m.port, &insecure, "/health");
+            if ok && body.contains("true") {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "the auto-TLS members did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    for (i, d) in dirs.iter().enumerate() {
+        for f in [
+            "client/cert.pem",
+            "client/key.pem",
+            "peer/cert.pem",
+            "peer/key.pem",
+        ] {
+            let p = d.path().join("d").join("fixtures").join(f);
+            assert!(p.is_file(), "member {i}: no {}", p.display());
+        }
+    }
+    let (ok, body) = curl(
+        dir,
+        members[1].port,
+        &["-k", "-XPUT", "-d", "value=auto"],
+        "/v2/keys/auto",
+    );
+    assert!(ok, "{body}");
+    let (ok, body) = curl(dir, members[0].port, &insecure, "/v2/keys/auto?quorum=true");
+    assert!(ok && body.contains("\"value\":\"auto\""), "{body}");
+    // The certificate names no CA a client knows: verification must be turned off, in both etcdctls the
+    // same way (--insecure-transport=false, since no TLS file is given).
+    let ep = format!("https://127.0.0.1:{}", members[0].port);
+    let args = [
+        "--endpoints",
+        ep.as_str(),
+        "--insecure-transport=false",
+        "--insecure-skip-tls-verify",
+        "get",
+        "/auto",
+    ];
+    let d = debian_etcdctl(dir, &[], &args);
+    let o = our_etcdctl(dir, &[], &args);
+    assert!(d.0 && o.0, "{} / {}", d.2, o.2);
+    assert_eq!(o.1, d.1);
+    assert_eq!(o.1, "/auto\nauto\n");
+    // The peer port speaks TLS only.
+    let (ok, _) = curl(dir, members[0].peer, &insecure, "/members");
+    assert!(ok, "GET /members over https");
+    let plain = Command::new("curl")
+        .args(["-sS", "-f", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{}/members", members[0].peer))
+        .output()
+        .expect("curl");
+    assert!(
+        !plain.status.success(),
+        "plain HTTP on the auto-TLS peer port"
     );
 }
 
