@@ -1,5 +1,9 @@
 //! etcd-bench: load generator for the v2 and v3 APIs (`etcd-bench --addr 127.0.0.1:2379 --workload put --conns 64`).
 
+/// The same allocator as the server's, so the load generator takes as little of the shared CPU as it can.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 

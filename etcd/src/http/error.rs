@@ -1,6 +1,6 @@
 //! The one place etcd error codes become HTTP replies.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::store::{Error, error};
@@ -24,10 +24,11 @@ impl IntoResponse for KeyError {
     fn into_response(self) -> Response {
         let mut r = (status(self.0.code), self.0.to_json()).into_response();
         let h = r.headers_mut();
-        h.insert("content-type", HeaderValue::from_static("application/json"));
-        if let Ok(v) = HeaderValue::from_str(&self.0.index.to_string()) {
-            h.insert("x-etcd-index", v);
-        }
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(super::names::X_ETCD_INDEX, HeaderValue::from(self.0.index));
         r
     }
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::KeyError;
 use super::params::{Form, KeyRequest};
-use super::{App, percent_decode};
+use super::{App, names, percent_decode};
 use crate::store::{self, Event, Op, error};
 
 /// Handles every method on `/v2/keys{/path}`.
@@ -51,7 +51,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         }
     };
     if let Ok(v) = HeaderValue::from_str(&format!("{:x}", app.settings.cluster_id)) {
-        resp.headers_mut().insert("x-etcd-cluster-id", v);
+        resp.headers_mut().insert(names::X_ETCD_CLUSTER_ID, v);
     }
     resp
 }
@@ -77,16 +77,13 @@ async fn read_body(body: Body, wanted: bool, limit: usize) -> Result<Option<Byte
 }
 
 fn headers(h: &mut HeaderMap, etcd_index: u64, raft_index: u64, raft_term: u64) {
-    h.insert("content-type", HeaderValue::from_static("application/json"));
-    for (name, v) in [
-        ("x-etcd-index", etcd_index),
-        ("x-raft-index", raft_index),
-        ("x-raft-term", raft_term),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
-            h.insert(name, v);
-        }
-    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(names::X_ETCD_INDEX, HeaderValue::from(etcd_index));
+    h.insert(names::X_RAFT_INDEX, HeaderValue::from(raft_index));
+    h.insert(names::X_RAFT_TERM, HeaderValue::from(raft_term));
 }
 
 fn event_reply(ev: &Event, raft_index: u64, raft_term: u64, no_value: bool) -> Response {

@@ -22,7 +22,7 @@ fn json_reply(status: StatusCode, body: String) -> Response {
 
 fn with_cluster(app: &App, mut r: Response) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("{:x}", app.settings.cluster_id)) {
-        r.headers_mut().insert("x-etcd-cluster-id", v);
+        r.headers_mut().insert(super::names::X_ETCD_CLUSTER_ID, v);
     }
     r
 }

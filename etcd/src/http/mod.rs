@@ -10,12 +10,21 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::config::Settings;
+
+/// etcd's reply header names, built once: a `&str` name is parsed again on every insert.
+pub(crate) mod names {
+    use axum::http::HeaderName;
+    pub(crate) const X_ETCD_INDEX: HeaderName = HeaderName::from_static("x-etcd-index");
+    pub(crate) const X_RAFT_INDEX: HeaderName = HeaderName::from_static("x-raft-index");
+    pub(crate) const X_RAFT_TERM: HeaderName = HeaderName::from_static("x-raft-term");
+    pub(crate) const X_ETCD_CLUSTER_ID: HeaderName = HeaderName::from_static("x-etcd-cluster-id");
+}
 use crate::raft::RaftNode;
 
 pub use error::status as error_status;
@@ -97,13 +106,16 @@ async fn common(req: Request, next: Next) -> Response {
         }
     };
     let h = resp.headers_mut();
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     h.insert(
-        "access-control-allow-methods",
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
     );
     h.insert(
-        "access-control-allow-headers",
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("accept, content-type, authorization"),
     );
     resp

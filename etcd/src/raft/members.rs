@@ -24,6 +24,10 @@ pub struct Attributes {
 /// Attributes by member id, shared by the state machine (writer) and the HTTP side (readers).
 pub type AttributeTable = Arc<RwLock<BTreeMap<u64, Attributes>>>;
 
+/// Members seen leaving the applied membership (since the last start), shared by the state machine that
+/// records them and the peers' side that refuses them.
+pub type RemovedSet = Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>;
+
 /// A member with its raft role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStatus {

@@ -300,7 +300,7 @@ pub(crate) struct Shared {
     /// Fired once this member finds itself removed from the cluster (see [`removal`]).
     removed: tokio_util::sync::CancellationToken,
     /// Members this member saw removed, whose peer requests it refuses (etcd's 410 to removed peers).
-    gone: std::sync::Mutex<BTreeSet<u64>>,
+    gone: members::RemovedSet,
 }
 
 /// The leader's answer to a forwarded proposal.
@@ -1056,6 +1056,7 @@ impl RaftNode {
         let sm =
             state_machine::StateMachine::open(kv.clone(), backend).map_err(StartError::Snapshot)?;
         let attrs = sm.attributes();
+        let gone = sm.removed();
         let stats = Arc::new(PeerStats::default());
         let removed = tokio_util::sync::CancellationToken::new();
         let net = network::Network {
@@ -1120,7 +1121,7 @@ impl RaftNode {
                 stop: tokio_util::sync::CancellationToken::new(),
                 stay_learners: std::sync::Mutex::new(BTreeSet::new()),
                 removed,
-                gone: std::sync::Mutex::new(BTreeSet::new()),
+                gone,
                 leader_reads: std::sync::OnceLock::new(),
                 remote_reads: std::sync::OnceLock::new(),
                 last_heard: watchdog::LastHeard::default(),

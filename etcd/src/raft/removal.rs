@@ -1,7 +1,6 @@
 //! A removed member stops itself, as etcd's does: it notices the removal in the applied membership, or from a
-//! peer refusing its raft requests, and the peers remember whom they saw removed so they can refuse them.
-
-use std::collections::BTreeSet;
+//! peer refusing its raft requests; the peers remember whom they saw removed (the state machine records it)
+//! so they can refuse them.
 
 use super::Router;
 
@@ -15,15 +14,12 @@ impl Router {
 /// How often the applied membership is looked at.
 const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Follows the applied membership: members that leave it are remembered as removed, and if this member
-/// leaves it, [`super::Shared::removed`] fires. Only applied configurations count: one that is appended but
-/// not yet committed may still be replaced by a new leader.
+/// Follows the applied membership: if this member leaves it, [`super::Shared::removed`] fires. Only applied
+/// configurations count: one that is appended but not yet committed may still be replaced by a new leader.
+/// (Which other members left is recorded by the state machine as it applies each change.)
 pub(super) async fn watch(router: Router) {
     let rx = router.raft.metrics();
     let mut tick = tokio::time::interval(CHECK_EVERY);
-    let mut known: BTreeSet<u64> = BTreeSet::new();
-    // The membership entry last looked at: metrics change on every apply, the membership rarely.
-    let mut seen = None;
     loop {
         let left = {
             let m = rx.borrow();
@@ -32,20 +28,9 @@ pub(super) async fn watch(router: Router) {
             let is_applied = stored
                 .log_id()
                 .is_some_and(|l| applied.is_some_and(|a| l.index <= a));
-            if is_applied && seen != stored.log_id().map(|l| l.index) {
-                seen = stored.log_id().map(|l| l.index);
-                let now: BTreeSet<u64> = stored.membership().nodes().map(|(id, _)| *id).collect();
-                let left: Vec<u64> = known.difference(&now).copied().collect();
-                if let Ok(mut g) = router.shared.gone.lock() {
-                    g.extend(left.iter().copied());
-                }
-                // A joining member starts with no membership; its first one includes it.
-                let me_gone = !now.is_empty() && !now.contains(&router.id());
-                known = now;
-                me_gone
-            } else {
-                false
-            }
+            let mut now = stored.membership().nodes().map(|(id, _)| *id).peekable();
+            // A joining member starts with no membership; its first one includes it.
+            is_applied && now.peek().is_some() && !now.any(|id| id == router.id())
         };
         if left {
             tracing::warn!(member = %format!("{:x}", router.id()), "this member is no longer in the applied membership: it was removed");

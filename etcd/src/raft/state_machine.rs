@@ -10,7 +10,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::members::{self, AttributeTable, Attributes};
+use super::members::{self, AttributeTable, Attributes, RemovedSet};
 use super::{NodeId, Reply, TypeConfig};
 use crate::storage::Backend;
 use crate::store::{Kv, Op};
@@ -30,6 +30,7 @@ pub struct StateMachine<B: Backend> {
     membership: StoredMembership<NodeId, BasicNode>,
     seq: u64,
     attrs: AttributeTable,
+    removed: RemovedSet,
 }
 
 /// Builds a snapshot from a copy taken on the state machine's task.
@@ -68,6 +69,7 @@ impl<B: Backend> StateMachine<B> {
             membership: StoredMembership::default(),
             seq: 0,
             attrs: AttributeTable::default(),
+            removed: RemovedSet::default(),
         };
         if let Some(blob) = sm
             .backend
@@ -89,6 +91,11 @@ impl<B: Backend> StateMachine<B> {
     /// The replicated member attributes, shared with readers.
     pub fn attributes(&self) -> AttributeTable {
         self.attrs.clone()
+    }
+
+    /// The members seen removed, shared with the peers' side.
+    pub fn removed(&self) -> RemovedSet {
+        self.removed.clone()
     }
 
     fn set_attributes(&self, attrs: std::collections::BTreeMap<u64, Attributes>) {
@@ -161,6 +168,18 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachine<B> {
                     out.push(Reply(self.kv.apply_all(&p.0)))
                 }
                 EntryPayload::Membership(m) => {
+                    // Recorded here, in log order on every member, rather than by watching metrics: a
+                    // member that applies several changes between two looks would miss the removal.
+                    let left: Vec<u64> = self
+                        .membership
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .filter(|id| !m.nodes().any(|(n, _)| n == id))
+                        .collect();
+                    if let Ok(mut g) = self.removed.lock() {
+                        g.extend(left);
+                    }
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     // etcd records each membership change in its store, advancing the index.
                     self.kv.with_store_mut(|s| s.bump_index());

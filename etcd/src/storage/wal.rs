@@ -734,7 +734,15 @@ mod tests {
         let w = Wal::open(dir.path()).unwrap();
         w.append(&entries(1, 1)).unwrap();
         let records = |w: &Wal| w.lock().segments[0].len;
-        assert_eq!(std::fs::metadata(&seg).unwrap().len(), PREALLOC_FIRST);
+        // The segment starts with PREALLOC_FIRST of zeros, less than PREALLOC_LOW: the first append already
+        // has the thread add a chunk.
+        let allocated = w
+            .shared
+            .wait_while(w.lock(), |i| i.extending.is_some())
+            .segments[0]
+            .allocated;
+        assert_eq!(allocated, PREALLOC_FIRST + PREALLOC_CHUNK);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), allocated);
         // 12 MiB of records: the background thread must extend the file ahead of them (appends that catch
         // up with it wait), and every record must survive its zeros.
         let big = vec![9u8; 100 * 1024];
