@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A 3-member cluster on 127.0.0.1 (BENCHMARKS.md): write, linearizable-read and plain-read throughput with
-# etcd-bench spreading its connections over the three members, then leader-kill recovery: kill -9 the leader
-# and PUT through a surviving member in a loop (curl -m 1) until one is acknowledged; the time from the kill
+# A 3-member cluster on 127.0.0.1 (BENCHMARKS.md): v2 write, linearizable-read and plain-read throughput and
+# v3 Put and (linearizable) Range throughput, with etcd-bench spreading its connections over the three
+# members; then leader-kill recovery: kill -9 the leader and PUT through a surviving member in a loop
+# (curl -m 1) until one is acknowledged; the time from the kill
 # to that acknowledgement is printed. The killed member is restarted between rounds.
 #
 #   etcd/bench/cluster.sh BIN [ROUNDS]     BIN: `etcd` (Debian's etcd 3.4) or the path of our etcd
@@ -43,6 +44,8 @@ if [ "${LOAD:-1}" != 0 ]; then
     if [ "${LOAD:-1}" != put ]; then
         echo "qget: $("$BENCH" --addr "$A" --workload qget --conns 64 --requests 60000)"
         echo "get:  $("$BENCH" --addr "$A" --workload get --conns 64 --requests 200000)"
+        echo "v3 put:   $("$BENCH" --addr "$A" --workload v3-put --conns 64 --requests 60000)"
+        echo "v3 range: $("$BENCH" --addr "$A" --workload v3-range --conns 64 --requests 60000)"
     fi
 fi
 for r in $(seq "$ROUNDS"); do

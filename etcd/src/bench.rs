@@ -13,7 +13,7 @@ pub struct BenchSpec {
     /// host:port of the server; several, comma-separated, spread the connections over cluster members.
     pub addr: String,
     /// `put`, `get` (plain read of one key) or `qget` (linearizable read: `quorum=true`) over v2; `v3-put`,
-    /// `v3-range` or `watch-fanout` over gRPC (v3: the first address only).
+    /// `v3-range` (connections spread over the addresses) or `watch-fanout` (the first address) over gRPC.
     pub workload: String,
     /// Concurrent connections.
     pub conns: usize,
@@ -256,16 +256,25 @@ async fn run_v3(spec: BenchSpec) -> std::io::Result<BenchResult> {
         tokio::spawn(conn);
         Ok::<_, std::io::Error>(h2)
     };
-    let put_uri = format!("http://{}/etcdserverpb.KV/Put", spec.addr);
-    let range_uri = format!("http://{}/etcdserverpb.KV/Range", spec.addr);
+    // Connection c goes to address c mod n, as for v2 (a cluster's members share the load).
+    let addrs: Vec<String> = spec
+        .addr
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::other("no server address"));
+    }
+    let uri = |addr: &str, method: &str| format!("http://{addr}/etcdserverpb.KV/{method}");
     if range {
-        let mut h2 = connect(spec.addr.clone()).await?;
+        let mut h2 = connect(addrs[0].clone()).await?;
         let put = PutRequest {
             key: b"/bench/k0".to_vec(),
             value: value.clone(),
             ..Default::default()
         };
-        if !grpc_call(&mut h2, &put_uri, &put.encode_to_vec()).await? {
+        if !grpc_call(&mut h2, &uri(&addrs[0], "Put"), &put.encode_to_vec()).await? {
             return Err(std::io::Error::other("the first put failed"));
         }
     }
@@ -278,10 +287,10 @@ async fn run_v3(spec: BenchSpec) -> std::io::Result<BenchResult> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..spec.conns.max(1) {
-        let addr = spec.addr.clone();
+        let addr = addrs[c % addrs.len()].clone();
         let value = value.clone();
         let (put_uri, range_uri, range_req) =
-            (put_uri.clone(), range_uri.clone(), range_req.clone());
+            (uri(&addr, "Put"), uri(&addr, "Range"), range_req.clone());
         tasks.push(tokio::spawn(async move {
             let mut h2 = connect(addr).await?;
             let mut lat = Vec::with_capacity(per);

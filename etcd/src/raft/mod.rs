@@ -386,6 +386,9 @@ fn internal(e: impl std::fmt::Display) -> store::Error {
 /// How long a membership change may take.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A membership change as openraft takes it, and the member to answer with.
+type Planned = (ChangeMembers<NodeId, BasicNode>, Member);
+
 /// How far behind the leader's log a learner may be when it is promoted.
 const PROMOTE_LAG: u64 = 100;
 
@@ -687,6 +690,44 @@ impl Router {
         &self,
         change: members::Change,
     ) -> Result<Result<(Member, u64), MemberError>, Refused> {
+        let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+        loop {
+            let (changes, reply) = match self.plan_change(change.clone())? {
+                Ok(planned) => planned,
+                Err(e) => return Ok(Err(e)),
+            };
+            let res =
+                tokio::time::timeout_at(deadline, self.raft.change_membership(changes, false))
+                    .await;
+            match res {
+                Err(_) => return Ok(Err(MemberError::Unavailable("request timed out".into()))),
+                // One change at a time (a promotion may be under way): wait for it to finish, then plan
+                // again, since it may have changed what this change has to do (a learner promoted
+                // meanwhile must be removed as a voter).
+                Ok(Err(openraft::error::RaftError::APIError(
+                    openraft::error::ClientWriteError::ChangeMembershipError(
+                        openraft::error::ChangeMembershipError::InProgress(_),
+                    ),
+                ))) => {
+                    let mut rx = self.raft.metrics();
+                    let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+                }
+                Ok(Ok(resp)) => return Ok(Ok((reply, resp.log_id.index))),
+                Ok(Err(e)) => {
+                    return match e.forward_to_leader() {
+                        Some(f) => Err(Refused::NotLeader(f.leader_id)),
+                        None => Ok(Err(MemberError::Unavailable(e.to_string()))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// What `change` means for openraft given the current membership, and the member to answer with.
+    fn plan_change(
+        &self,
+        change: members::Change,
+    ) -> Result<Result<Planned, MemberError>, Refused> {
         let st = self.raft.metrics().borrow().clone();
         if st.current_leader != Some(self.id()) {
             return Err(Refused::NotLeader(st.current_leader));
@@ -701,7 +742,7 @@ impl Router {
                 .any(|m| m.member.peer_urls.iter().any(|u| urls.contains(u)))
         };
         let find = |id: u64| current.iter().find(|m| m.member.id == id).cloned();
-        let (changes, reply): (ChangeMembers<NodeId, BasicNode>, Member) = match change {
+        let planned: Planned = match change {
             members::Change::Add { peer_urls, learner } => {
                 if taken(&peer_urls, None) {
                     return Ok(Err(MemberError::PeerUrlExists));
@@ -786,32 +827,7 @@ impl Router {
                 (ChangeMembers::AddVoterIds(BTreeSet::from([id])), m.member)
             }
         };
-        let res = tokio::time::timeout(CHANGE_TIMEOUT, async {
-            loop {
-                match self.raft.change_membership(changes.clone(), false).await {
-                    // One change at a time (a promotion may be under way): wait for it to finish.
-                    Err(openraft::error::RaftError::APIError(
-                        openraft::error::ClientWriteError::ChangeMembershipError(
-                            openraft::error::ChangeMembershipError::InProgress(_),
-                        ),
-                    )) => {
-                        let mut rx = self.raft.metrics();
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
-                    }
-                    other => return other,
-                }
-            }
-        })
-        .await;
-        match res {
-            Err(_) => Ok(Err(MemberError::Unavailable("request timed out".into()))),
-            Ok(Ok(resp)) => Ok(Ok((reply, resp.log_id.index))),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => Err(Refused::NotLeader(f.leader_id)),
-                None => Ok(Err(MemberError::Unavailable(e.to_string()))),
-            },
-        }
+        Ok(Ok(planned))
     }
 
     /// Voters among `ids` that are started: this member, and those that answered recently.
