@@ -96,15 +96,7 @@ pub async fn run(spec: BenchSpec) -> std::io::Result<BenchResult> {
         _ => {}
     }
     let value = "x".repeat(spec.value_size);
-    let addrs: Vec<String> = spec
-        .addr
-        .split(',')
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    if addrs.is_empty() {
-        return Err(std::io::Error::other("no server address"));
-    }
+    let addrs = addresses(&spec.addr)?;
     let reads = spec.workload == "get" || spec.workload == "qget";
     if reads {
         let s = TcpStream::connect(&addrs[0]).await?;
@@ -241,6 +233,19 @@ async fn grpc_call(
     Ok(trailers.as_ref().and_then(status_ok).unwrap_or(false))
 }
 
+/// The comma-separated server addresses; at least one.
+fn addresses(list: &str) -> std::io::Result<Vec<String>> {
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::other("no server address"));
+    }
+    Ok(addrs)
+}
+
 /// v3 Put (distinct keys) or Range (one key, linearizable), one HTTP/2 connection per task. The client is
 /// the `h2` crate with pre-encoded messages rather than tonic, so that the load generator spends as little
 /// of the shared CPU as it can (tonic's client costs about as much per call as our server).
@@ -257,15 +262,7 @@ async fn run_v3(spec: BenchSpec) -> std::io::Result<BenchResult> {
         Ok::<_, std::io::Error>(h2)
     };
     // Connection c goes to address c mod n, as for v2 (a cluster's members share the load).
-    let addrs: Vec<String> = spec
-        .addr
-        .split(',')
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
-    if addrs.is_empty() {
-        return Err(std::io::Error::other("no server address"));
-    }
+    let addrs = addresses(&spec.addr)?;
     let uri = |addr: &str, method: &str| format!("http://{addr}/etcdserverpb.KV/{method}");
     if range {
         let mut h2 = connect(addrs[0].clone()).await?;

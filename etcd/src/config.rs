@@ -340,6 +340,20 @@ pub struct Settings {
     pub proxy_client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+impl Settings {
+    /// The TLS config a bound client listener serves with: `Some` for those of the `https://` URLs.
+    pub fn client_tls_for(
+        &self,
+        listener: &tokio::net::TcpListener,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        listener
+            .local_addr()
+            .ok()
+            .filter(|a| self.https_listeners.contains(a))
+            .and(self.client_tls.clone())
+    }
+}
+
 /// `--proxy`: whether this process is a member or a proxy of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMode {

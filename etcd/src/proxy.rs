@@ -383,12 +383,7 @@ pub async fn run(
             .fallback(forward)
             .with_state(proxy.clone());
         let token = shutdown.clone();
-        let tls = listener
-            .local_addr()
-            .ok()
-            .filter(|a| settings.https_listeners.contains(a))
-            .and(settings.client_tls.clone());
-        if let Some(config) = tls {
+        if let Some(config) = settings.client_tls_for(&listener) {
             tracker.spawn(crate::tls::serve(listener, router, config, token));
             continue;
         }
