@@ -68,6 +68,20 @@ fn hexval(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
+/// Whether Go's ServeMux would leave `p` as it is (no empty, `.` or `..` segment but a trailing slash):
+/// the common case, checked without allocating.
+fn is_clean_request_path(p: &str) -> bool {
+    if p == "/" {
+        return true;
+    }
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/')
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
 /// Go's ServeMux path cleaning: `//`, `.` and `..` are removed, a trailing slash is kept.
 fn clean_request_path(p: &str) -> String {
     let mut c = crate::store::path::clean(p);
@@ -78,10 +92,12 @@ fn clean_request_path(p: &str) -> String {
 }
 
 async fn common(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
     let mut resp = if req.method() == Method::OPTIONS {
         StatusCode::OK.into_response()
+    } else if is_clean_request_path(req.uri().path()) {
+        next.run(req).await
     } else {
+        let path = req.uri().path().to_string();
         let clean = clean_request_path(&path);
         if clean != path {
             let loc = match req.uri().query() {
@@ -152,4 +168,39 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), metrics::count))
         .layer(middleware::from_fn(common))
         .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{clean_request_path, is_clean_request_path};
+
+    proptest! {
+        /// The allocation-free check never lets through a path that cleaning would change.
+        #[test]
+        fn a_path_called_clean_is_left_as_it_is(p in "[/a.]{0,12}") {
+            if is_clean_request_path(&p) {
+                prop_assert_eq!(clean_request_path(&p), p);
+            }
+        }
+    }
+
+    #[test]
+    fn common_paths_are_clean_and_odd_ones_are_not() {
+        for p in ["/", "/v2/keys", "/v2/keys/", "/v2/keys/a.b/..c", "/version"] {
+            assert!(is_clean_request_path(p), "{p}");
+        }
+        for p in [
+            "",
+            "//",
+            "/v2//keys",
+            "/v2/./keys",
+            "/v2/keys/..",
+            "/v2/keys/../",
+            "v2",
+        ] {
+            assert!(!is_clean_request_path(p), "{p}");
+        }
+    }
 }

@@ -222,6 +222,18 @@ impl Cluster {
         out.lines().map(String::from).collect()
     }
 
+    /// Waits until `member list` through member `via` shows `n` members. A member lists the membership it
+    /// has applied, which trails a change made through another member by about a heartbeat (as in etcd).
+    pub(crate) fn wait_member_count(&self, via: usize, n: usize) {
+        poll_until(
+            "the member list",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || (self.member_list(via).len() == n).then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}", self.member_list(via)));
+    }
+
     /// Asserts that no member in `alive` has exited (a crash).
     pub(crate) fn assert_alive(&mut self, alive: &[usize]) {
         for &i in alive {
@@ -741,7 +753,7 @@ fn a_cluster_grows_from_three_to_five_and_shrinks_back() {
     assert_eq!(r.status, 201);
     add_member(&mut c, 3, 0);
     add_member(&mut c, 4, 1);
-    assert_eq!(c.member_list(4).len(), 5);
+    c.wait_member_count(4, 5);
     // The new members have the data and vote: with two original members down, the three left (two of them
     // new) still make a quorum of five.
     let r = c.req(4, "GET", "/v2/keys/before?quorum=true", None);
@@ -811,7 +823,7 @@ fn a_cluster_grows_from_three_to_five_and_shrinks_back() {
             .kill9()
             .expect("kill");
     }
-    assert_eq!(c.member_list(0).len(), 3);
+    c.wait_member_count(0, 3);
     let r = c.req(2, "PUT", "/v2/keys/after", Some("value=1"));
     assert_eq!(r.status, 201, "{}", r.text());
     c.assert_alive(&[0, 1, 2]);

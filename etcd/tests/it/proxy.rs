@@ -473,7 +473,7 @@ fn a_proxy_follows_membership_changes_and_a_removed_member_stops_itself() {
     );
     let r = at(&c, &paddr, "PUT", "/v2/keys/after-remove", Some("value=1"));
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(c.member_list(1).len(), 3);
+    c.wait_member_count(1, 3);
 
     // With one of the three remaining members killed, requests through the proxy keep working.
     c.members[0]
